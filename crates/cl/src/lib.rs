@@ -1,1 +1,17 @@
-//! engram-cl
+//! engram-cl: continual learning on top of the engine.
+//!
+//! * [`scenario`]: Split, Permuted and Rotated MNIST and even/odd, as views over one shared MNIST.
+//! * [`strategy`]: the methods; every quadratic penalty shares one state and one fused step.
+//! * [`importance`]: diagonal Fisher and MAS importances from one batched backward.
+//! * [`runner`]: the training loop, the accuracy matrix and the profile.
+//! * [`metrics`]: ACC, BWT, FWT, forgetting, learning accuracy.
+#![warn(missing_docs)]
+
+pub mod importance;
+pub mod metrics;
+pub mod output;
+pub mod protocol;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod strategy;

@@ -1,4 +1,62 @@
-//! The `engram` command line.
+//! The `engram` command line: argument parsing (clap) and the commands.
+//!
+//! The binary (`src/main.rs` of the root package) calls [`main`], which returns the process exit
+//! code: 0 on success, 1 when a command fails (the error is printed with its causes), 2 for
+//! malformed arguments (clap's convention).
+
+mod common;
+mod reproduce;
+mod run;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// engram: a from-scratch continual-learning engine (tape autodiff, fused Synaptic Intelligence
+/// step, MNIST benchmarks). No ML framework: every gradient is checked against finite differences.
+#[derive(Parser, Debug)]
+#[command(name = "engram", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a plain 10-class MLP on MNIST and report its test accuracy (a sanity check of the
+    /// engine: no continual learning involved).
+    Train(train::TrainArgs),
+    /// One continual-learning run: train on each task in turn, test on every task after each,
+    /// print the accuracy matrix R and ACC, BWT, FWT, forgetting. Unset hyperparameters follow
+    /// the benchmark's published protocol.
+    Run(Box<run::RunArgs>),
+    /// Run a published protocol over several seeds and print our mean and spread next to the
+    /// published figures.
+    Reproduce(reproduce::ReproduceArgs),
+}
+
+/// Parses the process arguments and runs the command; returns the exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Run(a) => run::run(*a),
+        Command::Reproduce(a) => reproduce::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            1
+        }
+    }
 }

@@ -1,0 +1,512 @@
+//! The continual-learning loop: train on each task in turn, consolidate, evaluate every task.
+
+use crate::importance::{self, FisherKind};
+use crate::metrics::{self, Metrics};
+use crate::scenario::{Scenario, View};
+use crate::strategy::{EwcMode, Method, Penalty, SiGrad, SiRelu};
+use engram_nn::{Backend, Cpu, Init, Mlp, Optimizer, OptimizerKind, Tape, TaskMask};
+use engram_si::{OmegaGrad, ReluPlacement, Slices};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+/// Every hyperparameter of a run (all resolved: no hidden defaults).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunConfig {
+    /// The method.
+    pub method: Method,
+    /// Penalty strength `c` of the fused step: SI's `c`; for L2 and MAS `lambda`; for EWC
+    /// `lambda / 2` (the EWC paper's `(lambda/2) sum F (theta - theta*)^2`).
+    pub c: f32,
+    /// The user-facing strength (`--c` for SI, `--lambda` for the others).
+    pub strength: f32,
+    /// SI's damping `xi` in `Omega += omega / (delta^2 + xi)`.
+    pub xi: f32,
+    /// Optimizer (and its learning rate); written to JSON as `optimizer` and `lr`.
+    #[serde(skip)]
+    pub optimizer: OptimizerKind,
+    /// Epochs per task.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// Hidden layer width.
+    pub hidden: usize,
+    /// Number of hidden layers.
+    pub layers: usize,
+    /// Zero-initialise the output layer (SI paper, Split MNIST).
+    pub zero_output: bool,
+    /// Reset the optimizer state at the start of each task.
+    pub reset_optimizer: bool,
+    /// SI: gradient of the path integral.
+    pub si_grad: SiGrad,
+    /// SI: relu placement.
+    pub si_relu: SiRelu,
+    /// EWC: empirical or true Fisher.
+    pub fisher: FisherKind,
+    /// EWC: separate penalties or online.
+    pub ewc_mode: EwcMode,
+    /// Online EWC's decay `gamma`.
+    pub gamma: f32,
+    /// Samples used for the Fisher / MAS importance at the end of each task.
+    pub importance_samples: usize,
+    /// Seed of initialisation, shuffling and sampling.
+    pub seed: u64,
+    /// Also measure accuracy on each task's training data (the official SI notebook's figure).
+    pub eval_train: bool,
+}
+
+/// Seconds spent in each part of the run (`--profile`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Profile {
+    /// Forward passes and the loss, training steps only.
+    pub forward: f64,
+    /// Backward passes and gradient gathering.
+    pub backward: f64,
+    /// The fused consolidation / optimizer step.
+    pub consolidation_step: f64,
+    /// Importance estimation and consolidation at the end of each task.
+    pub importance: f64,
+    /// Evaluation (R, b and the training-set accuracies).
+    pub evaluation: f64,
+    /// Drawing batches (gathering, permuting, rotating).
+    pub data: f64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// Task names in training order.
+    pub task_names: Vec<String>,
+    /// `R[i][j]`: test accuracy on task `j` after training task `i` (one row for joint training).
+    pub r: Vec<Vec<f64>>,
+    /// Test accuracy of the untrained network on each task.
+    pub b: Vec<f64>,
+    /// Same as `r` on the training data, when asked for.
+    pub r_train: Option<Vec<Vec<f64>>>,
+    /// The summary metrics (joint: only `acc` is meaningful).
+    pub metrics: Metrics,
+    /// Training-set metrics, when asked for.
+    pub metrics_train: Option<Metrics>,
+    /// Wall time of the run, seconds.
+    pub wall_seconds: f64,
+    /// Wall time of each task (training, consolidation and evaluation).
+    pub per_task_seconds: Vec<f64>,
+    /// Peak resident memory of the process so far, bytes (`None` where unknown).
+    pub peak_rss_bytes: Option<u64>,
+    /// Time split.
+    pub profile: Profile,
+    /// Bytes of method state kept beside the model and optimizer.
+    pub strategy_state_bytes: usize,
+    /// Number of model parameters.
+    pub num_params: usize,
+}
+
+/// A failure during a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The loss stopped being a finite number.
+    #[error(
+        "the loss became {value} on task {task} ({name}), epoch {epoch}, step {step} \
+         (task loss {task_loss}, penalty {penalty}); likely cause: {cause}"
+    )]
+    NonFinite {
+        /// 1-based task.
+        task: usize,
+        /// Task name.
+        name: String,
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// The total loss.
+        value: f32,
+        /// Its task part.
+        task_loss: f32,
+        /// Its penalty part.
+        penalty: f64,
+        /// A hint.
+        cause: String,
+    },
+    /// A scenario or configuration that cannot run.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Progress events for a front end.
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    /// Training on a task starts; `steps` steps follow.
+    TaskStart {
+        /// 0-based task index.
+        task: usize,
+        /// Task name.
+        name: &'a str,
+        /// Steps in this task.
+        steps: usize,
+    },
+    /// One step done.
+    Step {
+        /// Total loss of the step.
+        loss: f32,
+    },
+    /// A task (training, consolidation, evaluation) is finished.
+    TaskEnd {
+        /// 0-based task index.
+        task: usize,
+        /// The new row of R.
+        row: &'a [f64],
+    },
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The network's layer sizes for a scenario and config.
+pub fn layer_sizes(scenario: &Scenario, cfg: &RunConfig) -> Vec<usize> {
+    let input = scenario.tasks.first().map_or(784, |t| t.train.split.dim);
+    let mut sizes = vec![input];
+    sizes.extend(std::iter::repeat_n(cfg.hidden, cfg.layers));
+    sizes.push(scenario.outputs);
+    sizes
+}
+
+struct Evaluator {
+    chunk: usize,
+}
+
+impl Evaluator {
+    fn accuracy(&self, be: &Cpu<f32>, model: &Mlp, theta: &[f32], view: &View, mask: Option<&TaskMask>) -> f64 {
+        let n = view.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let mask_t = mask.map(|m| m.tensor(be));
+        let mut tape = Tape::new(*be);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        let mut correct = 0;
+        for start in (0..n).step_by(self.chunk) {
+            let end = (start + self.chunk).min(n);
+            x.clear();
+            y.clear();
+            view.fill(start..end, &mut x, &mut y);
+            let logits =
+                model.logits(&mut tape, theta, be.from_vec(end - start, model.inputs(), std::mem::take(&mut x)));
+            correct += be.count_correct(&logits, &y, mask_t.as_ref());
+        }
+        correct as f64 / n as f64
+    }
+
+    fn row(
+        &self,
+        be: &Cpu<f32>,
+        model: &Mlp,
+        theta: &[f32],
+        sc: &Scenario,
+        masks: &[Option<TaskMask>],
+        train: bool,
+    ) -> Vec<f64> {
+        sc.tasks
+            .iter()
+            .zip(masks)
+            .map(|(t, m)| self.accuracy(be, model, theta, if train { &t.train } else { &t.test }, m.as_ref()))
+            .collect()
+    }
+}
+
+/// Runs `cfg` on `scenario` on the CPU. `on_event` receives progress.
+pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)) -> Result<RunResult, RunError> {
+    validate(cfg)?;
+    if scenario.tasks.is_empty() {
+        return Err(RunError::Invalid("the scenario has no task".into()));
+    }
+    let wall = Instant::now();
+    let be = Cpu::<f32>::new();
+    let sizes = layer_sizes(scenario, cfg);
+    let model = Mlp::new(&sizes);
+    let mut init_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut theta = model.init(&mut init_rng, Init { zero_output: cfg.zero_output });
+    let mut shuffle_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
+    let mut sample_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(0x2545_f491_4f6c_dd1d));
+    let mut opt = Optimizer::new(cfg.optimizer, theta.len());
+    let mut pen = Penalty::new(cfg.method, &theta);
+    let masks: Vec<Option<TaskMask>> =
+        scenario.tasks.iter().map(|t| t.mask.as_ref().map(|m| TaskMask::new(scenario.outputs, m))).collect();
+    let eval = Evaluator { chunk: 1000 };
+    let mut prof = Profile::default();
+
+    let t = Instant::now();
+    let b = eval.row(&be, &model, &theta, scenario, &masks, false);
+    prof.evaluation += t.elapsed().as_secs_f64();
+
+    // Training phases: one per task, or a single phase over every task for joint training.
+    let phases: Vec<Vec<usize>> = if cfg.method == Method::Joint {
+        vec![(0..scenario.tasks.len()).collect()]
+    } else {
+        (0..scenario.tasks.len()).map(|i| vec![i]).collect()
+    };
+    let omega_mode = (cfg.method == Method::Si).then_some(match cfg.si_grad {
+        SiGrad::Task => OmegaGrad::Task,
+        SiGrad::Total => OmegaGrad::Total,
+    });
+    let relu = match cfg.si_relu {
+        SiRelu::Official => ReluPlacement::Accumulated,
+        SiRelu::None => ReluPlacement::None,
+        SiRelu::PerTask => ReluPlacement::PerTaskTerm,
+    };
+
+    let mut r = Vec::new();
+    let mut r_train = cfg.eval_train.then(Vec::new);
+    let mut per_task_seconds = Vec::new();
+    let mut tape = Tape::new(be);
+    let mut grad = vec![0f32; theta.len()];
+    let (mut xbuf, mut ybuf): (Vec<f32>, Vec<u32>) = (Vec::new(), Vec::new());
+    let outputs = scenario.outputs;
+    for (pi, phase) in phases.iter().enumerate() {
+        let t_task = Instant::now();
+        let last_task = *phase.last().expect("non-empty phase");
+        let name = if phase.len() == 1 { scenario.tasks[last_task].name.clone() } else { "all tasks".into() };
+        if pi == 0 || cfg.reset_optimizer {
+            opt.reset();
+        }
+        // (task, position) pairs of this phase's training samples.
+        let mut samples: Vec<(u32, u32)> = phase
+            .iter()
+            .flat_map(|&ti| (0..scenario.tasks[ti].train.len() as u32).map(move |p| (ti as u32, p)))
+            .collect();
+        let steps = samples.len().div_ceil(cfg.batch);
+        on_event(Event::TaskStart { task: pi, name: &name, steps: steps * cfg.epochs });
+        // One mask for the phase, or a per-row mask when a batch mixes masked tasks (joint).
+        let phase_mask = match (phase.len(), &masks[last_task]) {
+            (1, Some(m)) => Some(m.tensor(&be)),
+            _ => None,
+        };
+        let per_row_masks = phase.len() > 1 && masks.iter().any(Option::is_some);
+        for epoch in 0..cfg.epochs {
+            samples.shuffle(&mut shuffle_rng);
+            for (step, chunk) in samples.chunks(cfg.batch).enumerate() {
+                let t0 = Instant::now();
+                xbuf.clear();
+                ybuf.clear();
+                for &(ti, p) in chunk {
+                    scenario.tasks[ti as usize].train.fill(std::iter::once(p as usize), &mut xbuf, &mut ybuf);
+                }
+                let row_mask = per_row_masks.then(|| {
+                    let mut m = vec![0f32; chunk.len() * outputs];
+                    for (row, &(ti, _)) in chunk.iter().enumerate() {
+                        for c in 0..outputs {
+                            m[row * outputs + c] =
+                                masks[ti as usize].as_ref().is_none_or(|tm| tm.allows(c)) as u8 as f32;
+                        }
+                    }
+                    be.from_vec(chunk.len(), outputs, m)
+                });
+                let mask = row_mask.as_ref().or(phase_mask.as_ref());
+                let x = be.from_vec(chunk.len(), model.inputs(), std::mem::take(&mut xbuf));
+                let t1 = Instant::now();
+                prof.data += (t1 - t0).as_secs_f64();
+
+                tape.clear();
+                let params = model.load(&mut tape, &theta, true);
+                let xv = tape.constant(x);
+                let logits = model.forward(&mut tape, &params, xv);
+                let loss_v = engram_nn::masked_loss(&mut tape, logits, &ybuf, mask);
+                let task_loss = be.scalar(tape.value(loss_v));
+                let t2 = Instant::now();
+                prof.forward += (t2 - t1).as_secs_f64();
+                let grads = tape.backward(loss_v);
+                model.gather_grads(&tape, &grads, &params, &mut grad);
+                drop(grads);
+                let t3 = Instant::now();
+                prof.backward += (t3 - t2).as_secs_f64();
+
+                let scfg = opt.next_config(if cfg.method.is_quadratic() { cfg.c } else { 0.0 }, omega_mode);
+                let penalty = engram_si::fused_step_f32(
+                    Slices {
+                        theta: &mut theta,
+                        g: &grad,
+                        big_omega: &pen.big_omega,
+                        theta_star: &pen.theta_star,
+                        omega: &mut pen.omega,
+                        m: &mut opt.m,
+                        v: &mut opt.v,
+                    },
+                    &scfg,
+                );
+                prof.consolidation_step += t3.elapsed().as_secs_f64();
+                let total = task_loss + penalty as f32;
+                if !total.is_finite() {
+                    let cause = if !task_loss.is_finite() {
+                        format!("the learning rate ({}) is too large for this model", cfg.optimizer.lr())
+                    } else {
+                        format!("the penalty strength (c = {}) is too large", cfg.c)
+                    };
+                    return Err(RunError::NonFinite {
+                        task: last_task + 1,
+                        name: name.clone(),
+                        epoch: epoch + 1,
+                        step: step + 1,
+                        value: total,
+                        task_loss,
+                        penalty,
+                        cause,
+                    });
+                }
+                on_event(Event::Step { loss: total });
+            }
+        }
+        // End of task: importance and consolidation.
+        let t4 = Instant::now();
+        let task = &scenario.tasks[last_task];
+        match cfg.method {
+            Method::Si => {
+                engram_si::end_of_task(&theta, &mut pen.omega, &mut pen.big_omega, &mut pen.theta_star, cfg.xi, relu)
+            }
+            Method::Ewc => {
+                let f = importance::fisher(
+                    &be,
+                    &model,
+                    &theta,
+                    &task.train,
+                    masks[last_task].as_ref(),
+                    cfg.fisher,
+                    cfg.importance_samples,
+                    256,
+                    &mut sample_rng,
+                );
+                pen.consolidate(cfg.method, &theta, Some(&f), cfg.ewc_mode, cfg.gamma);
+            }
+            Method::Mas => {
+                let f = importance::mas(
+                    &be,
+                    &model,
+                    &theta,
+                    &task.train,
+                    masks[last_task].as_ref(),
+                    cfg.importance_samples,
+                    256,
+                    &mut sample_rng,
+                );
+                pen.consolidate(cfg.method, &theta, Some(&f), cfg.ewc_mode, cfg.gamma);
+            }
+            m => pen.consolidate(m, &theta, None, cfg.ewc_mode, cfg.gamma),
+        }
+        prof.importance += t4.elapsed().as_secs_f64();
+        let t5 = Instant::now();
+        let row = eval.row(&be, &model, &theta, scenario, &masks, false);
+        if let Some(rt) = r_train.as_mut() {
+            rt.push(eval.row(&be, &model, &theta, scenario, &masks, true));
+        }
+        prof.evaluation += t5.elapsed().as_secs_f64();
+        on_event(Event::TaskEnd { task: pi, row: &row });
+        r.push(row);
+        per_task_seconds.push(t_task.elapsed().as_secs_f64());
+    }
+    let summarize = |r: &Vec<Vec<f64>>| {
+        if r.len() == scenario.tasks.len() {
+            metrics::compute(r, &b)
+        } else {
+            let last = r.last().expect("one row");
+            Metrics {
+                acc: last.iter().sum::<f64>() / last.len() as f64,
+                bwt: None,
+                bwt_gem: None,
+                fwt: None,
+                forgetting: None,
+                learning_accuracy: Vec::new(),
+                acc_curve: vec![last.iter().sum::<f64>() / last.len() as f64],
+            }
+        }
+    };
+    let metrics = summarize(&r);
+    let metrics_train = r_train.as_ref().map(summarize);
+    Ok(RunResult {
+        task_names: scenario.tasks.iter().map(|t| t.name.clone()).collect(),
+        r,
+        b,
+        r_train,
+        metrics,
+        metrics_train,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        per_task_seconds,
+        peak_rss_bytes: peak_rss_bytes(),
+        profile: prof,
+        strategy_state_bytes: pen.bytes(),
+        num_params: theta.len(),
+    })
+}
+
+/// Rejects configurations that cannot run, with the flag named.
+pub fn validate(cfg: &RunConfig) -> Result<(), RunError> {
+    let bad = |m: String| Err(RunError::Invalid(m));
+    if cfg.epochs == 0 {
+        return bad("--epochs must be at least 1".into());
+    }
+    if cfg.batch == 0 {
+        return bad("--batch must be at least 1".into());
+    }
+    if cfg.hidden == 0 {
+        return bad("--hidden must be at least 1".into());
+    }
+    if !(cfg.optimizer.lr().is_finite() && cfg.optimizer.lr() > 0.0) {
+        return bad(format!("--lr must be a positive number, got {}", cfg.optimizer.lr()));
+    }
+    if !(cfg.strength.is_finite() && cfg.strength >= 0.0) {
+        return bad(format!("the penalty strength (--c / --lambda) must be >= 0, got {}", cfg.strength));
+    }
+    if !(cfg.xi.is_finite() && cfg.xi > 0.0) {
+        return bad(format!("--xi must be > 0, got {}", cfg.xi));
+    }
+    if !(cfg.gamma.is_finite() && (0.0..=1.0).contains(&cfg.gamma)) {
+        return bad(format!("--gamma must lie in [0, 1], got {}", cfg.gamma));
+    }
+    if cfg.importance_samples == 0 {
+        return bad("--importance-samples must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// A rough forecast of the wall time of `run(scenario, cfg)`, from timing `steps` training steps
+/// (after one warm-up) and assuming an evaluated sample costs a third of a trained one.
+pub fn estimate_seconds(scenario: &Scenario, cfg: &RunConfig, steps: usize) -> f64 {
+    let Some(task) = scenario.tasks.first() else { return 0.0 };
+    let be = Cpu::<f32>::new();
+    let model = Mlp::new(&layer_sizes(scenario, cfg));
+    let mut theta = model.init(&mut ChaCha8Rng::seed_from_u64(0), Init::default());
+    let mut grad = vec![0f32; theta.len()];
+    let mut opt = Optimizer::new(cfg.optimizer, theta.len());
+    let mut tape = Tape::new(be);
+    let batch = cfg.batch.min(task.train.len()).max(1);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let mut one = |theta: &mut Vec<f32>| {
+        x.clear();
+        y.clear();
+        task.train.fill(0..batch, &mut x, &mut y);
+        let xt = be.from_vec(batch, model.inputs(), x.clone());
+        model.loss_grad(&mut tape, theta, xt, &y, None, &mut grad);
+        opt.step(theta, &grad);
+    };
+    one(&mut theta);
+    let t = Instant::now();
+    for _ in 0..steps.max(1) {
+        one(&mut theta);
+    }
+    let per_step = t.elapsed().as_secs_f64() / steps.max(1) as f64;
+    let per_sample = per_step / batch as f64;
+    let train_samples: usize = scenario.tasks.iter().map(|t| t.train.len()).sum();
+    let test_samples: usize = scenario.tasks.iter().map(|t| t.test.len()).sum();
+    let rows = if cfg.method == Method::Joint { 2 } else { scenario.tasks.len() + 1 };
+    let mut eval_samples = rows * test_samples;
+    if cfg.eval_train {
+        eval_samples += (rows - 1) * train_samples;
+    }
+    let train_steps: usize =
+        scenario.tasks.iter().map(|t| t.train.len().div_ceil(cfg.batch)).sum::<usize>() * cfg.epochs;
+    train_steps as f64 * per_step + eval_samples as f64 * per_sample / 3.0
+}

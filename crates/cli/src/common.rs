@@ -1,0 +1,87 @@
+//! Flags and helpers shared by the commands.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where MNIST comes from.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Directory holding the four MNIST IDX files (gzipped or raw). When absent, engram tries
+    /// $ENGRAM_DATA, then ./data/mnist, then the repository's data/mnist.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Skip the sha256 check of the MNIST files against the official digests.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+impl DataArgs {
+    /// Finds, verifies and decodes MNIST.
+    pub fn load(&self) -> Result<engram_mnist::Mnist> {
+        let verify = if self.no_verify { engram_mnist::Verify::Skip } else { engram_mnist::Verify::Sha256 };
+        Ok(engram_mnist::load(self.data_dir.as_deref(), verify)?)
+    }
+}
+
+/// Compute flags.
+#[derive(Args, Debug, Clone)]
+pub struct ComputeArgs {
+    /// Worker threads for the CPU kernels (default: one per core). Results do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl ComputeArgs {
+    /// Configures the global rayon pool.
+    pub fn apply(&self) -> Result<()> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                bail!("--threads must be at least 1");
+            }
+            rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("configuring the thread pool")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` atomically: a temporary file in the same directory,
+/// flushed and synced, then renamed over the target (a crash never leaves a half-written file).
+pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!("cannot write {}: directory {} does not exist", path.display(), dir.display());
+    }
+    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut f, value)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal or `quiet`).
+pub fn progress(len: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb
+}

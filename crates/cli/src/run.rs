@@ -1,0 +1,299 @@
+//! `engram run`: one continual-learning run, with a readable table at the end.
+
+use crate::common::{progress, write_json_atomic, ComputeArgs, DataArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use engram_cl::importance::FisherKind;
+use engram_cl::protocol::{self, OptChoice, Overrides};
+use engram_cl::runner::{self, Event, RunConfig, RunResult};
+use engram_cl::scenario::{self, Scenario, ScenarioKind, ScenarioSpec, Setting};
+use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
+use engram_cl::{output, report};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Arguments of `engram run`. Unset hyperparameters take the benchmark's published protocol
+/// (see `engram run --help` and the README).
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The benchmark.
+    #[arg(long, value_enum)]
+    pub scenario: ScenarioKind,
+    /// The method.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Output sharing for split-mnist: task (multi-head mask, SI paper), domain (one 2-way head),
+    /// class (one 10-way head, no mask). The other benchmarks are domain-incremental.
+    #[arg(long, value_enum, default_value_t = Setting::Task)]
+    pub setting: Setting,
+    /// Number of tasks (permuted-mnist: default 10; rotated-mnist: default 20).
+    #[arg(long)]
+    pub tasks: Option<usize>,
+    /// permuted-mnist: permute task 1 too (GEM/A-GEM convention); default: task 1 is unpermuted.
+    #[arg(long)]
+    pub permute_first: bool,
+    /// rotated-mnist: task t rotates by an angle drawn from [t*D, (t+1)*D] degrees.
+    #[arg(long, value_name = "D", default_value_t = 9.0)]
+    pub rotation_step: f32,
+    /// rotated-mnist: fixed angles in degrees instead (one task each), e.g. 0,10,20,...,90.
+    #[arg(long, value_delimiter = ',', value_name = "DEG,...")]
+    pub angles: Option<Vec<f32>>,
+    /// Train on a seeded random subset of this many samples per task (GEM protocol: 1000).
+    #[arg(long, value_name = "N")]
+    pub samples_per_task: Option<usize>,
+    /// SI strength c in L = L_task + c sum Omega (theta - theta*)^2 (default 1 on split-mnist,
+    /// 0.1 on permuted-mnist).
+    #[arg(long)]
+    pub c: Option<f32>,
+    /// Strength of L2, EWC and MAS: L2 and MAS add lambda sum Omega (theta - theta*)^2; EWC adds
+    /// (lambda/2) sum F (theta - theta*)^2.
+    #[arg(long)]
+    pub lambda: Option<f32>,
+    /// SI damping xi in Omega += omega / (delta^2 + xi).
+    #[arg(long)]
+    pub xi: Option<f32>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Optimizer.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptChoice>,
+    /// Epochs per task.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Mini-batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Width of each hidden layer.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Number of hidden layers.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Reset the optimizer state at each new task (default: yes on split-mnist, as the SI paper).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub reset_optimizer: Option<bool>,
+    /// Zero-initialise the output layer (default: yes on split-mnist, as the SI paper).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub zero_output: Option<bool>,
+    /// SI: which gradient feeds the path integral (task: the official code).
+    #[arg(long, value_enum, default_value_t = SiGrad::Task)]
+    pub si_grad: SiGrad,
+    /// SI: where relu is applied to the importance (official: on the accumulated Omega).
+    #[arg(long, value_enum, default_value_t = SiRelu::Official)]
+    pub si_relu: SiRelu,
+    /// EWC: empirical Fisher (true labels) or true Fisher (labels sampled from the model).
+    #[arg(long, value_enum, default_value_t = FisherKind::Empirical)]
+    pub fisher: FisherKind,
+    /// EWC: one penalty per task (separate) or online EWC with decay --gamma.
+    #[arg(long, value_enum, default_value_t = EwcMode::Separate)]
+    pub ewc_mode: EwcMode,
+    /// Online EWC's decay of the old Fisher.
+    #[arg(long, default_value_t = 1.0)]
+    pub gamma: f32,
+    /// Samples for the Fisher (EWC) and MAS importance at the end of each task.
+    #[arg(long, default_value_t = 1000)]
+    pub importance_samples: usize,
+    /// Seed of permutations, angles, initialisation and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also measure accuracy on the training data (the official SI notebook's figure).
+    #[arg(long)]
+    pub eval_train: bool,
+    /// Add the time split (forward, backward, consolidation step, importance, evaluation).
+    #[arg(long)]
+    pub profile: bool,
+    /// Write the run as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write the accuracy matrix as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+}
+
+impl RunArgs {
+    /// The scenario spec and run config these arguments describe.
+    pub fn resolve(&self) -> Result<(ScenarioSpec, RunConfig)> {
+        let strength = match self.method {
+            Method::Si => {
+                if self.lambda.is_some() {
+                    bail!("--lambda is for l2, ewc and mas; SI's strength is --c");
+                }
+                self.c
+            }
+            Method::L2 | Method::Ewc | Method::Mas => {
+                if self.c.is_some() {
+                    bail!("--c is SI's strength; {} takes --lambda", self.method.name());
+                }
+                self.lambda
+            }
+            Method::Finetune | Method::Joint => {
+                if self.c.is_some() || self.lambda.is_some() {
+                    bail!("{} has no penalty: --c and --lambda do not apply", self.method.name());
+                }
+                None
+            }
+        };
+        if let Some(s) = strength {
+            if !(s.is_finite() && s >= 0.0) {
+                bail!("the penalty strength must be a number >= 0, got {s}");
+            }
+        }
+        if self.setting != Setting::Task && self.scenario != ScenarioKind::SplitMnist {
+            bail!("--setting applies to split-mnist only; {} is domain-incremental", self.scenario.name());
+        }
+        let o = Overrides {
+            strength,
+            xi: self.xi,
+            lr: self.lr,
+            optimizer: self.optimizer,
+            epochs: self.epochs,
+            batch: self.batch,
+            hidden: self.hidden,
+            layers: self.layers,
+            reset_optimizer: self.reset_optimizer,
+            zero_output: self.zero_output,
+            samples_per_task: self.samples_per_task,
+        };
+        let (cfg, samples) = protocol::resolve(
+            self.scenario,
+            self.method,
+            &o,
+            self.seed,
+            (self.si_grad, self.si_relu),
+            (self.fisher, self.ewc_mode, self.gamma),
+            self.importance_samples,
+            self.eval_train,
+        );
+        runner::validate(&cfg)?;
+        let mut spec = ScenarioSpec::new(self.scenario);
+        spec.setting = self.setting;
+        if let Some(t) = self.tasks {
+            spec.tasks = t;
+        }
+        if let Some(a) = &self.angles {
+            if self.scenario != ScenarioKind::RotatedMnist {
+                bail!("--angles applies to rotated-mnist only");
+            }
+            spec.tasks = a.len();
+        }
+        if !(self.rotation_step.is_finite() && self.rotation_step >= 0.0) {
+            bail!("--rotation-step must be a number >= 0");
+        }
+        spec.permute_first = self.permute_first;
+        spec.rotation_step = self.rotation_step;
+        spec.angles = self.angles.clone();
+        spec.samples_per_task = samples;
+        spec.seed = self.seed;
+        Ok((spec, cfg))
+    }
+}
+
+/// MNIST loaded once and shared by every scenario built from it.
+#[derive(Clone)]
+pub struct Shared {
+    /// The 60,000 training images.
+    pub train: Arc<engram_mnist::Split>,
+    /// The 10,000 test images.
+    pub test: Arc<engram_mnist::Split>,
+}
+
+impl Shared {
+    /// Loads MNIST as `data` says.
+    pub fn load(data: &DataArgs) -> Result<Self> {
+        let m = data.load()?;
+        Ok(Self { train: Arc::new(m.train), test: Arc::new(m.test) })
+    }
+
+    /// Builds the tasks of `spec` over the shared data.
+    pub fn scenario(&self, spec: &ScenarioSpec) -> Result<Scenario> {
+        scenario::build(spec, self.train.clone(), self.test.clone()).map_err(anyhow::Error::msg)
+    }
+}
+
+/// Runs one configuration with a progress bar; prints nothing else.
+pub fn execute(sc: &Scenario, cfg: &RunConfig, quiet: bool, label: &str) -> Result<RunResult> {
+    let mut pb = progress(0, true);
+    let res = runner::run(sc, cfg, |e| match e {
+        Event::TaskStart { task, name, steps } => {
+            pb = progress(steps as u64, quiet);
+            pb.set_prefix(format!("{label}task {}/{} {name}", task + 1, sc.tasks.len()));
+        }
+        Event::Step { loss } => {
+            pb.inc(1);
+            if pb.position() % 50 == 0 {
+                pb.set_message(format!("loss {loss:.4}"));
+            }
+        }
+        Event::TaskEnd { row, .. } => {
+            pb.finish_and_clear();
+            let shown: Vec<String> = row.iter().map(|v| format!("{:.1}", 100.0 * v)).collect();
+            if !quiet {
+                eprintln!("{label}after {}: [{}]", pb.prefix(), shown.join(" "));
+            }
+        }
+    });
+    pb.finish_and_clear();
+    Ok(res?)
+}
+
+/// Prints a run's tables to stdout.
+pub fn print_result(sc: &Scenario, cfg: &RunConfig, res: &RunResult, profile: bool) {
+    println!();
+    println!(
+        "{} ({} setting, {} tasks), method {}, seed {}",
+        sc.kind.name(),
+        sc.setting.name(),
+        sc.tasks.len(),
+        cfg.method.name(),
+        cfg.seed
+    );
+    print!("{}", report::matrix("test accuracy R", &res.task_names, &res.r, Some(&res.b)));
+    print!("{}", report::summary(&res.metrics));
+    if let (Some(rt), Some(mt)) = (&res.r_train, &res.metrics_train) {
+        print!("{}", report::matrix("training-set accuracy", &res.task_names, rt, None));
+        println!("ACC on the training sets                  {:.2}", 100.0 * mt.acc);
+    }
+    let per: Vec<String> = res.per_task_seconds.iter().map(|s| format!("{s:.1}")).collect();
+    println!("wall time {:.1} s (per task: {})", res.wall_seconds, per.join(" "));
+    if let Some(b) = res.peak_rss_bytes {
+        println!(
+            "peak resident memory {:.1} MiB; method state {:.2} MiB for {} parameters",
+            b as f64 / 1048576.0,
+            res.strategy_state_bytes as f64 / 1048576.0,
+            res.num_params
+        );
+    }
+    if profile {
+        let p = &res.profile;
+        println!(
+            "profile (s): forward {:.2}, backward {:.2}, consolidation step {:.2}, importance {:.2}, evaluation {:.2}, data {:.2}",
+            p.forward, p.backward, p.consolidation_step, p.importance, p.evaluation, p.data
+        );
+    }
+}
+
+/// Runs `engram run`.
+pub fn run(a: RunArgs) -> Result<()> {
+    let (spec, cfg) = a.resolve()?;
+    a.compute.apply()?;
+    let sc = Shared::load(&a.data)?.scenario(&spec)?;
+    let res = execute(&sc, &cfg, a.quiet, "")?;
+    print_result(&sc, &cfg, &res, a.profile);
+    if let Some(p) = &a.out {
+        write_json_atomic(p, &output::run_json(&spec, &sc, &cfg, &res, a.profile))?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &a.csv {
+        std::fs::write(p, output::r_csv(&res)).with_context(|| format!("cannot write {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! End-to-end tests of the `engram` binary. Those that need MNIST read it through ENGRAM_DATA
+//! (CI sets it to ../shared/data/mnist) and print a SKIP line when it is not set.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn engram() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_engram"));
+    c.env_remove("ENGRAM_DATA");
+    c
+}
+
+fn mnist_dir() -> Option<PathBuf> {
+    match std::env::var_os("ENGRAM_DATA") {
+        Some(d) if Path::new(&d).is_dir() => Some(PathBuf::from(d)),
+        _ => {
+            eprintln!("SKIP: ENGRAM_DATA not set or not a directory; this test needs the real MNIST files");
+            None
+        }
+    }
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).expect("output written")).expect("valid JSON")
+}
+
+/// A missing data directory is an error that names where engram looked.
+#[test]
+fn missing_data_dir_names_where_it_looked() {
+    let o = engram()
+        .args(["train", "--data-dir", "/nonexistent", "--quiet"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("/nonexistent"), "the message names the directory: {err}");
+    assert!(err.contains("fetch"), "the message says how to get the files: {err}");
+}
+
+/// A corrupted IDX file gives a message naming the file and the fault.
+#[test]
+fn corrupted_idx_names_file_and_fault() {
+    let Some(src) = mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    {
+        std::fs::copy(src.join(format!("{f}.gz")), dir.path().join(format!("{f}.gz"))).unwrap();
+    }
+    // Truncate the test labels: a valid gzip stream of a too-short IDX file.
+    let raw = {
+        use std::io::Read;
+        let mut d = flate2::read::GzDecoder::new(std::fs::File::open(src.join("t10k-labels-idx1-ubyte.gz")).unwrap());
+        let mut v = Vec::new();
+        d.read_to_end(&mut v).unwrap();
+        v
+    };
+    std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), &raw[..5000]).unwrap();
+    let o = engram().args(["train", "--quiet", "--no-verify", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("t10k-labels-idx1-ubyte"), "names the file: {err}");
+    assert!(err.to_lowercase().contains("truncated"), "names the fault: {err}");
+    // With verification on, the digest mismatch is reported instead, also naming the file.
+    let o = engram().args(["train", "--quiet", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("t10k-labels-idx1-ubyte"), "names the file: {err}");
+}
+
+/// Bad arguments are refused with a clear message and a non-zero exit.
+#[test]
+fn bad_arguments_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--scenario", "nope", "--method", "si"], "nope"),
+        (&["run", "--scenario", "split-mnist", "--method", "si", "--c", "-1"], "strength"),
+        (&["run", "--scenario", "split-mnist", "--method", "si", "--xi", "0"], "--xi"),
+        (&["run", "--scenario", "split-mnist", "--method", "si", "--epochs", "0"], "--epochs"),
+        (&["run", "--scenario", "split-mnist", "--method", "ewc", "--c", "1"], "--lambda"),
+        (&["train", "--epochs", "0"], "--epochs"),
+        (&["train", "--lr", "nan"], "--lr"),
+    ];
+    for (args, needle) in cases {
+        let o = engram().args(*args).args(["--data-dir", "/nonexistent"]).output().unwrap();
+        let (_, err) = text(&o);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
+    }
+}
+
+/// `engram train --epochs 1` reaches >= 97% test accuracy, and the same seed and thread count give
+/// the same accuracy twice.
+#[test]
+fn train_one_epoch_reaches_97_percent_and_is_deterministic() {
+    let Some(dir) = mnist_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut accs = Vec::new();
+    for i in 0..2 {
+        let out = tmp.path().join(format!("train{i}.json"));
+        let o = engram()
+            .args(["train", "--epochs", "1", "--quiet", "--threads", "2", "--data-dir"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let (so, se) = text(&o);
+        assert!(o.status.success(), "stdout: {so}\nstderr: {se}");
+        let v = read_json(&out);
+        assert_eq!(v["epochs"], 1);
+        assert!(v["wall_seconds"].as_f64().unwrap() > 0.0);
+        accs.push(v["test_accuracy"].as_f64().unwrap());
+    }
+    assert!(accs[0] >= 0.97, "test accuracy {}", accs[0]);
+    assert_eq!(accs[0].to_bits(), accs[1].to_bits(), "same seed, different accuracy: {accs:?}");
+}
