@@ -79,6 +79,9 @@ fn bad_arguments_are_refused() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--scenario", "nope", "--method", "si"], "nope"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--c", "-1"], "strength"),
+        (&["run", "--scenario", "split-mnist", "--method", "si", "--lr", "-0.1"], "--lr"),
+        (&["run", "--scenario", "split-mnist", "--method", "ewc", "--gamma", "2"], "--gamma"),
+        (&["reproduce", "si-split-mnist", "--seeds", "0"], "--seeds"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--xi", "0"], "--xi"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--epochs", "0"], "--epochs"),
         (&["run", "--scenario", "split-mnist", "--method", "ewc", "--c", "1"], "--lambda"),
@@ -93,10 +96,11 @@ fn bad_arguments_are_refused() {
     }
 }
 
-/// `engram train --epochs 1` reaches >= 97% test accuracy, and the same seed and thread count give
-/// the same accuracy twice.
+/// `engram train --epochs 1` (784-256-256-10, Adam 1e-3, batch 64, seed 0) lands in the range an
+/// independent NumPy implementation of the same protocol gives (95.9-96.4% over seeds 0-3; see the
+/// README), and the same seed and thread count give the same accuracy twice.
 #[test]
-fn train_one_epoch_reaches_97_percent_and_is_deterministic() {
+fn train_one_epoch_matches_the_reference_range_and_is_deterministic() {
     let Some(dir) = mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mut accs = Vec::new();
@@ -116,6 +120,6 @@ fn train_one_epoch_reaches_97_percent_and_is_deterministic() {
         assert!(v["wall_seconds"].as_f64().unwrap() > 0.0);
         accs.push(v["test_accuracy"].as_f64().unwrap());
     }
-    assert!(accs[0] >= 0.97, "test accuracy {}", accs[0]);
+    assert!(accs[0] >= 0.955, "test accuracy {}", accs[0]);
     assert_eq!(accs[0].to_bits(), accs[1].to_bits(), "same seed, different accuracy: {accs:?}");
 }

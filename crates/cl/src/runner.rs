@@ -129,6 +129,25 @@ pub enum RunError {
         /// A hint.
         cause: String,
     },
+    /// The parameters left by a task's last step are not finite.
+    #[error(
+        "parameter {index} became {value} in the last step of task {task} ({name}); likely cause: the \
+         learning rate ({lr}) or the penalty strength (c = {c}) is too large"
+    )]
+    NonFiniteParams {
+        /// 1-based task.
+        task: usize,
+        /// Task name.
+        name: String,
+        /// Index of the first non-finite parameter.
+        index: usize,
+        /// Its value.
+        value: f32,
+        /// The learning rate.
+        lr: f32,
+        /// The penalty strength of the fused step.
+        c: f32,
+    },
     /// A scenario or configuration that cannot run.
     #[error("{0}")]
     Invalid(String),
@@ -345,7 +364,12 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
                     let cause = if !task_loss.is_finite() {
                         format!("the learning rate ({}) is too large for this model", cfg.optimizer.lr())
                     } else {
-                        format!("the penalty strength (c = {}) is too large", cfg.c)
+                        format!(
+                            "the penalty strength (c = {}) is too large for the learning rate ({}): the \
+                             penalty's curvature 2 c Omega times lr must stay small",
+                            cfg.c,
+                            cfg.optimizer.lr()
+                        )
                     };
                     return Err(RunError::NonFinite {
                         task: last_task + 1,
@@ -360,6 +384,17 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
                 }
                 on_event(Event::Step { loss: total });
             }
+        }
+        // The last step's update is not followed by a loss evaluation: check the parameters.
+        if let Some(i) = theta.iter().position(|v| !v.is_finite()) {
+            return Err(RunError::NonFiniteParams {
+                task: last_task + 1,
+                name: name.clone(),
+                index: i,
+                value: theta[i],
+                lr: cfg.optimizer.lr(),
+                c: cfg.c,
+            });
         }
         // End of task: importance and consolidation.
         let t4 = Instant::now();

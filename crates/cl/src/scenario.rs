@@ -243,7 +243,10 @@ pub fn build(spec: &ScenarioSpec, train: Arc<Split>, test: Arc<Split>) -> Result
     if spec.samples_per_task == Some(0) {
         return Err("--samples-per-task must be at least 1".into());
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5ce0_a7e1_0000_0000);
+    // Two streams: one for the tasks themselves (permutations, angles), one for the training
+    // subsets, so that --samples-per-task never changes which tasks a seed gives.
+    let mut task_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5ce0_a7e1_0000_0000);
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x0b5e_55ed_0000_0001);
     let view =
         |split: &Arc<Split>, indices, transform, labels| View { split: split.clone(), indices, transform, labels };
     let mut tasks = Vec::new();
@@ -294,7 +297,7 @@ pub fn build(spec: &ScenarioSpec, train: Arc<Split>, test: Arc<Split>) -> Result
                 let transform = if t == 0 && !spec.permute_first {
                     Transform::Identity
                 } else {
-                    let seed = rng.random::<u64>();
+                    let seed = task_rng.random::<u64>();
                     Transform::Permute(Arc::new(engram_mnist::permutation(seed, train.dim)))
                 };
                 let tr = subset(train.n, spec.samples_per_task, &mut rng, None);
@@ -315,7 +318,7 @@ pub fn build(spec: &ScenarioSpec, train: Arc<Split>, test: Arc<Split>) -> Result
                 None => (0..spec.tasks)
                     .map(|t| {
                         let lo = t as f32 * spec.rotation_step;
-                        lo + rng.random::<f32>() * spec.rotation_step
+                        lo + task_rng.random::<f32>() * spec.rotation_step
                     })
                     .collect(),
             };

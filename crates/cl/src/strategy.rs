@@ -125,20 +125,17 @@ impl Penalty {
             }
             Method::Ewc if ewc_mode == EwcMode::Separate => {
                 let f = new.expect("EWC needs a Fisher");
-                for i in 0..theta.len() {
-                    let o = self.big_omega[i] + f[i];
-                    if o > 0.0 {
-                        self.theta_star[i] = (self.big_omega[i] * self.theta_star[i] + f[i] * theta[i]) / o;
-                    } else {
-                        self.theta_star[i] = theta[i];
-                    }
-                    self.big_omega[i] = o;
+                let it = self.big_omega.iter_mut().zip(self.theta_star.iter_mut()).zip(f.iter().zip(theta));
+                for ((om, ts), (&fi, &th)) in it {
+                    let o = *om + fi;
+                    *ts = if o > 0.0 { (*om * *ts + fi * th) / o } else { th };
+                    *om = o;
                 }
             }
             Method::Ewc => {
                 let f = new.expect("EWC needs a Fisher");
-                for i in 0..theta.len() {
-                    self.big_omega[i] = gamma * self.big_omega[i] + f[i];
+                for (o, fi) in self.big_omega.iter_mut().zip(f) {
+                    *o = gamma * *o + fi;
                 }
                 self.theta_star.copy_from_slice(theta);
             }

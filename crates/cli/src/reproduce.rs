@@ -24,11 +24,12 @@ pub enum Preset {
     /// Zenke et al. 2017, Permuted MNIST: SI (c = 0.1, xi = 0.1) and fine-tuning; 10 tasks,
     /// 784-2000-2000, Adam 1e-3, batch 256, 20 epochs. Several hours on a 2-core CPU.
     SiPermutedMnist,
-    /// A reduced Permuted MNIST that runs in minutes on a CPU: 10 tasks of 10,000 samples,
-    /// 784-256-256, 2 epochs; SI (c = 0.1, xi = 0.1) and fine-tuning. Not a published protocol.
+    /// A reduced Permuted MNIST that runs in about a minute on 2 cores: 10 tasks of 10,000
+    /// samples, 784-256-256, 4 epochs, batch 256, Adam 1e-3; SI (c = 10, xi = 0.1: c scaled up
+    /// for the ~30x shorter path integral) and fine-tuning. Not a published protocol.
     SiPermutedMnistReduced,
     /// The EWC tutorial's two tasks (even digits, then odd; one 5-way head; 784-128): fine-tuning,
-    /// L2, EWC and joint training.
+    /// L2, EWC, SI, MAS and joint training.
     EwcEvenOdd,
     /// van de Ven & Tolias 2019's three scenarios on Split MNIST (task, domain, class): fine-tuning,
     /// EWC, online EWC, SI and joint, with the SI paper's network and optimizer.
@@ -139,11 +140,15 @@ fn jobs(preset: Preset, eval_train: bool) -> Vec<Job> {
         Preset::SiPermutedMnistReduced => {
             let o = Overrides {
                 hidden: Some(256),
-                epochs: Some(2),
+                epochs: Some(4),
                 samples_per_task: Some(10_000),
                 ..Overrides::default()
             };
-            let mut si = plain(ScenarioKind::PermutedMnist, Setting::Domain, Method::Si, o.clone());
+            // SI's path integral grows with the number of steps: 156 per task here against about
+            // 4,700 in the paper's protocol, so c is raised from 0.1 to 10 (c = 0.1 here gives
+            // 66.0% against fine-tuning's 65.1% at 2 epochs, seed 0).
+            let si_o = Overrides { strength: Some(10.0), ..o.clone() };
+            let mut si = plain(ScenarioKind::PermutedMnist, Setting::Domain, Method::Si, si_o);
             si.published =
                 vec![p("acc", 0.9694, "full protocol (784-2000-2000, 20 epochs, 60k samples): not comparable")];
             let mut ft = plain(ScenarioKind::PermutedMnist, Setting::Domain, Method::Finetune, o);
@@ -163,6 +168,8 @@ fn jobs(preset: Preset, eval_train: bool) -> Vec<Job> {
                 mk(Method::Finetune, 0.266, f64::NAN),
                 mk(Method::L2, 0.904, 0.598),
                 mk(Method::Ewc, 0.768, 0.709),
+                mk(Method::Si, f64::NAN, f64::NAN),
+                mk(Method::Mas, f64::NAN, f64::NAN),
                 mk(Method::Joint, 0.97, 0.97),
             ]
         }

@@ -43,17 +43,17 @@ pub struct RunArgs {
     pub samples_per_task: Option<usize>,
     /// SI strength c in L = L_task + c sum Omega (theta - theta*)^2 (default 1 on split-mnist,
     /// 0.1 on permuted-mnist).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub c: Option<f32>,
     /// Strength of L2, EWC and MAS: L2 and MAS add lambda sum Omega (theta - theta*)^2; EWC adds
     /// (lambda/2) sum F (theta - theta*)^2.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lambda: Option<f32>,
     /// SI damping xi in Omega += omega / (delta^2 + xi).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub xi: Option<f32>,
     /// Learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Optimizer.
     #[arg(long, value_enum)]
@@ -89,7 +89,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = EwcMode::Separate)]
     pub ewc_mode: EwcMode,
     /// Online EWC's decay of the old Fisher.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub gamma: f32,
     /// Samples for the Fisher (EWC) and MAS importance at the end of each task.
     #[arg(long, default_value_t = 1000)]

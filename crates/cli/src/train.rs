@@ -34,7 +34,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     lr: f32,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptArg::Adam)]

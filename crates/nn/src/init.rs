@@ -3,16 +3,10 @@
 use rand::Rng;
 
 /// How to initialise an [`crate::Mlp`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Init {
     /// Set the output layer's weights and bias to zero (the SI paper's Split MNIST setting).
     pub zero_output: bool,
-}
-
-impl Default for Init {
-    fn default() -> Self {
-        Self { zero_output: false }
-    }
 }
 
 /// PyTorch's `nn.Linear` default: `kaiming_uniform_(a = sqrt(5))` for the weight, which is

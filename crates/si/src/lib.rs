@@ -16,7 +16,7 @@
 //! `theta, m, v, omega`, and reduces the penalty value. [`end_of_task`] is SI's consolidation
 //! (eq. (5)): `Omega += omega / (Delta^2 + xi)`, then `omega = 0` and `theta* = theta`.
 //!
-//! [`reference`] holds the same arithmetic written the way framework code runs it: one pass over
+//! [`reference`](mod@reference) holds the same arithmetic written the way framework code runs it: one pass over
 //! memory per operation, with full-size temporaries. It is the oracle of the tests and the
 //! baseline of the `fused_step` benchmark; the fused step produces bit-identical parameters,
 //! moments and omega (only the penalty's f64 summation order differs).

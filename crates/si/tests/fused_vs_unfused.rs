@@ -85,6 +85,7 @@ impl Worst {
 
 /// Runs `steps` steps with a task boundary every `task_len` steps; returns the worst relative
 /// difference and whether the vectors stayed bit-identical.
+#[allow(clippy::too_many_arguments)]
 fn compare(
     n: usize,
     steps: usize,

@@ -1,0 +1,282 @@
+//! One training step of the MLP, and the matrix products it is made of, in GFLOP/s.
+//!
+//! Three groups, all on the CPU backend (`Cpu::<f32>`, rayon over every core):
+//! - `train_step`: one full step exactly as `engram train` takes it: `Mlp::loss_grad` on a reused
+//!   `Tape` (forward, masked softmax cross-entropy, backward, gradients gathered into the flat
+//!   vector) then `Optimizer::step` with `OptimizerKind::adam(1e-3)`. The 784-256-256-10 MLP at
+//!   batch 64 and 256, and the Permuted MNIST network 784-2000-2000-10 at batch 256.
+//! - `matmul`: `engram_tape::cpu::matmul` alone on the shapes that step uses, at batch 64 and 256.
+//! - `train_step_parts`: where the step's time goes: `loss_grad` alone, the Adam update alone,
+//!   and every matrix product of the step run back to back without the tape (the floor that
+//!   the step's element-wise work, copies and bookkeeping sit on top of).
+//!
+//! FLOP count of one step (multiply and add counted separately; element-wise ops, the softmax,
+//! bias sums and the optimizer are ignored), for a batch of `B` rows and layers `in_l x out_l`:
+//! - forward: `2 B sum_l in_l out_l` (`X W` per layer);
+//! - backward: `2 B sum_l in_l out_l` for the weight gradients `X^T dY`, plus
+//!   `2 B sum_{l >= 1} in_l out_l` for the input gradients `dY W^T`: the first layer's input
+//!   gradient is never computed, its input (the data) being a constant.
+//!
+//! That count is given to criterion as `Throughput::Elements`, so its "elem/s" reads as FLOP/s
+//! (a matmul alone is charged `2 m n k`). The Adam update is charged the bytes it must move
+//! (read theta, g, m, v; write theta, m, v: 28 bytes per parameter).
+//!
+//! The synthetic data: inputs uniform in [0, 1) from a small pool of pre-drawn batches, cycled,
+//! and fresh uniform labels 0..9 at every step; each step copies its batch into a fresh tensor,
+//! as the training loop does. Labels that carry no signal make Adam kill most hidden ReLUs within
+//! a few dozen steps; some 800 steps later the first moments of the parameters left with a zero
+//! gradient have decayed (by 0.9 a step) into subnormal floats, whose arithmetic is an order of
+//! magnitude slower on x86: the update then costs more than forward and backward together. So
+//! the `train_step` benches restart from the initial parameters and a fresh optimizer every
+//! [`RESTART`] steps, outside the timed region: no moment can become subnormal that soon, and
+//! the step's cost does not otherwise depend on the values.
+//!
+//! Run: `cargo bench --bench train_step` (about two minutes on 2 cores).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use engram_nn::{Backend, Cpu, Init, Mlp, Optimizer, OptimizerKind, Tape};
+use engram_tape::cpu::matmul;
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The plain MNIST network of `engram train`.
+const SMALL: [usize; 4] = [784, 256, 256, 10];
+/// The Permuted MNIST network.
+const LARGE: [usize; 4] = [784, 2000, 2000, 10];
+const BATCHES: [usize; 2] = [64, 256];
+/// Distinct input batches cycled through by the step benches.
+const POOL: usize = 8;
+/// Classes of the synthetic labels.
+const CLASSES: u32 = 10;
+/// Steps between two restarts of the trained state (see the module comment).
+const RESTART: u64 = 50;
+
+/// Floating-point operations of one training step (see the module comment).
+fn step_flops(sizes: &[usize], batch: usize) -> u64 {
+    let macs: Vec<u64> = sizes.windows(2).map(|w| (w[0] * w[1]) as u64).collect();
+    let fwd: u64 = macs.iter().sum();
+    let dw: u64 = macs.iter().sum();
+    let dx: u64 = macs.iter().skip(1).sum();
+    2 * batch as u64 * (fwd + dw + dx)
+}
+
+/// A label stream: a 32-bit LCG, cheap enough to draw inside the timed loop.
+struct Labels {
+    state: u32,
+    buf: Vec<u32>,
+}
+
+impl Labels {
+    fn new(seed: u32, batch: usize) -> Self {
+        Self { state: seed, buf: vec![0; batch] }
+    }
+
+    fn next(&mut self) -> &[u32] {
+        for y in &mut self.buf {
+            self.state = self.state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *y = (self.state >> 8) % CLASSES;
+        }
+        &self.buf
+    }
+}
+
+/// Everything one training run holds between steps.
+struct Trainer {
+    model: Mlp,
+    theta0: Vec<f32>,
+    theta: Vec<f32>,
+    grad: Vec<f32>,
+    opt: Optimizer,
+    tape: Tape<Cpu<f32>>,
+    pool: Vec<Array2<f32>>,
+    labels: Labels,
+    next: usize,
+}
+
+impl Trainer {
+    fn new(sizes: &[usize], batch: usize) -> Self {
+        let model = Mlp::new(sizes);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let theta = model.init(&mut rng, Init::default());
+        let be = Cpu::<f32>::new();
+        let pool = (0..POOL)
+            .map(|_| {
+                let data = (0..batch * model.inputs()).map(|_| rng.random::<f32>()).collect();
+                be.from_vec(batch, model.inputs(), data)
+            })
+            .collect();
+        Self {
+            grad: vec![0.0; theta.len()],
+            opt: Optimizer::new(OptimizerKind::adam(1e-3), theta.len()),
+            tape: Tape::new(be),
+            labels: Labels::new(1, batch),
+            next: 0,
+            model,
+            theta0: theta.clone(),
+            theta,
+            pool,
+        }
+    }
+
+    /// Forward and backward on the next batch (copied into a fresh tensor, as the training loop
+    /// does at every step) with fresh labels: the loss, with `dL/dtheta` in `self.grad`.
+    fn loss_grad(&mut self) -> f32 {
+        let x = self.pool[self.next % POOL].clone();
+        self.next += 1;
+        let y = self.labels.next();
+        self.model.loss_grad(&mut self.tape, &self.theta, x, y, None, &mut self.grad)
+    }
+
+    /// One full training step, as `engram train` takes it.
+    fn step(&mut self) -> f32 {
+        let loss = self.loss_grad();
+        self.opt.step(&mut self.theta, &self.grad);
+        loss
+    }
+
+    /// Back to the initial parameters and a fresh optimizer.
+    fn restart(&mut self) {
+        self.theta.copy_from_slice(&self.theta0);
+        self.opt.reset();
+    }
+
+    /// The time of `iters` steps, restarting every [`RESTART`] steps (untimed).
+    fn timed_steps(&mut self, iters: u64) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            self.restart();
+            let k = left.min(RESTART);
+            let t = Instant::now();
+            for _ in 0..k {
+                black_box(self.step());
+            }
+            total += t.elapsed();
+            left -= k;
+        }
+        total
+    }
+}
+
+/// A matrix of uniform values in [-1, 1).
+fn random(rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0..1.0))
+}
+
+fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(20);
+}
+
+fn bench_train_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train_step");
+    configure(&mut group);
+    for batch in BATCHES {
+        let mut tr = Trainer::new(&SMALL, batch);
+        group.throughput(Throughput::Elements(step_flops(&SMALL, batch)));
+        group.bench_function(BenchmarkId::new("784-256-256-10", batch), |b| b.iter_custom(|n| tr.timed_steps(n)));
+    }
+    // About 8 GFLOP a step: a few samples, each of a few steps.
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(8));
+    let batch = 256;
+    let mut tr = Trainer::new(&LARGE, batch);
+    group.throughput(Throughput::Elements(step_flops(&LARGE, batch)));
+    group.bench_function(BenchmarkId::new("784-2000-2000-10", batch), |b| b.iter_custom(|n| tr.timed_steps(n)));
+    group.finish();
+}
+
+/// `(name, A, trans_a, B, trans_b, [m, n, k])`: `C = op(A) op(B)` is `m x n`, reduced over `k`.
+type Case<'a> = (&'a str, &'a Array2<f32>, bool, &'a Array2<f32>, bool, [usize; 3]);
+
+fn bench_matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul");
+    configure(&mut group);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for batch in BATCHES {
+        let x = random(batch, 784, &mut rng);
+        let h = random(batch, 256, &mut rng);
+        let dy = random(batch, 256, &mut rng);
+        let w0 = random(784, 256, &mut rng);
+        let w1 = random(256, 256, &mut rng);
+        let w2 = random(256, 10, &mut rng);
+        let cases: [Case<'_>; 6] = [
+            ("fwd_784x256", &x, false, &w0, false, [batch, 256, 784]),
+            ("fwd_256x256", &h, false, &w1, false, [batch, 256, 256]),
+            ("fwd_256x10", &h, false, &w2, false, [batch, 10, 256]),
+            ("dW_784x256_tA", &x, true, &dy, false, [784, 256, batch]),
+            ("dW_256x256_tA", &h, true, &dy, false, [256, 256, batch]),
+            ("dX_256x256_tB", &dy, false, &w1, true, [batch, 256, 256]),
+        ];
+        for (name, a, ta, b, tb, [m, n, k]) in cases {
+            group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+            group.bench_function(BenchmarkId::new(name, batch), |bch| {
+                bch.iter(|| {
+                    let c = matmul(black_box(a), ta, black_box(b), tb);
+                    debug_assert_eq!(c.dim(), (m, n));
+                    c
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Every matrix product of one step of `sizes` at `batch`, on fixed operands, with no tape.
+struct StepMatmuls {
+    /// Per layer: input `B x in`, weight `in x out`, output gradient `B x out`.
+    layers: Vec<(Array2<f32>, Array2<f32>, Array2<f32>)>,
+}
+
+impl StepMatmuls {
+    fn new(sizes: &[usize], batch: usize) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let layers = sizes
+            .windows(2)
+            .map(|w| (random(batch, w[0], &mut rng), random(w[0], w[1], &mut rng), random(batch, w[1], &mut rng)))
+            .collect();
+        Self { layers }
+    }
+
+    fn run(&self) -> f32 {
+        let mut acc = 0.0;
+        for (x, w, _) in &self.layers {
+            acc += matmul(x, false, w, false)[[0, 0]];
+        }
+        for (i, (x, w, dy)) in self.layers.iter().enumerate().rev() {
+            acc += matmul(x, true, dy, false)[[0, 0]];
+            if i > 0 {
+                acc += matmul(dy, false, w, true)[[0, 0]];
+            }
+        }
+        acc
+    }
+}
+
+fn bench_parts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train_step_parts");
+    configure(&mut group);
+    for batch in BATCHES {
+        let flops = step_flops(&SMALL, batch);
+        let mut tr = Trainer::new(&SMALL, batch);
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(BenchmarkId::new("loss_grad", batch), |b| b.iter(|| black_box(tr.loss_grad())));
+        let mm = StepMatmuls::new(&SMALL, batch);
+        group.bench_function(BenchmarkId::new("matmuls_only", batch), |b| b.iter(|| black_box(mm.run())));
+    }
+    // The update does not depend on the batch: once per network.
+    for (name, sizes) in [("784-256-256-10", &SMALL[..]), ("784-2000-2000-10", &LARGE[..])] {
+        let mut tr = Trainer::new(sizes, 64);
+        tr.loss_grad();
+        group.throughput(Throughput::BytesDecimal(28 * tr.theta.len() as u64));
+        group.bench_function(BenchmarkId::new("adam_step", name), |b| {
+            b.iter(|| tr.opt.step(black_box(&mut tr.theta), black_box(&tr.grad)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_train_step, bench_matmul, bench_parts);
+criterion_main!(benches);

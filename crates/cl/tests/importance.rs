@@ -1,0 +1,216 @@
+//! importance::fisher and importance::mas against a brute-force per-sample computation on a tiny
+//! MLP (one backward pass per sample).
+
+mod common;
+
+use common::{max_rel, rng, tiny_split};
+use engram_cl::importance::{fisher, mas, FisherKind};
+use engram_cl::scenario::{LabelMap, Transform, View};
+use engram_nn::{Backend, Cpu, Init, Mlp, Tape, TaskMask};
+use std::sync::Arc;
+
+const SIZES: [usize; 3] = [6, 5, 3];
+
+fn model_and_theta(seed: u64) -> (Mlp, Vec<f32>) {
+    let model = Mlp::new(&SIZES);
+    let theta = model.init(&mut rng(seed), Init::default());
+    (model, theta)
+}
+
+fn view(labels: &[u8], indices: Option<Vec<u32>>, seed: u64) -> View {
+    View {
+        split: Arc::new(tiny_split(SIZES[0], labels, seed)),
+        indices,
+        transform: Transform::Identity,
+        labels: LabelMap::Digit,
+    }
+}
+
+/// Each sample's gradient of its own (masked) cross-entropy, with label `label(p)`.
+fn per_sample_xent_grads(
+    model: &Mlp,
+    theta: &[f32],
+    v: &View,
+    mask: Option<&TaskMask>,
+    label: impl Fn(usize, u32) -> u32,
+) -> Vec<Vec<f32>> {
+    let be = Cpu::<f32>::new();
+    let mut tape = Tape::new(be);
+    let mask_t = mask.map(|m| m.tensor(&be));
+    (0..v.len())
+        .map(|p| {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            v.fill([p], &mut x, &mut y);
+            let mut g = vec![0f32; model.num_params()];
+            model.loss_grad(&mut tape, theta, be.from_vec(1, SIZES[0], x), &[label(p, y[0])], mask_t.as_ref(), &mut g);
+            g
+        })
+        .collect()
+}
+
+/// Each sample's gradient of the sum of its squared (masked) logits, straight from the tape.
+fn per_sample_sq_logit_grads(model: &Mlp, theta: &[f32], v: &View, mask: Option<&TaskMask>) -> Vec<Vec<f32>> {
+    let be = Cpu::<f32>::new();
+    let mut tape = Tape::new(be);
+    (0..v.len())
+        .map(|p| {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            v.fill([p], &mut x, &mut y);
+            tape.clear();
+            let params = model.load(&mut tape, theta, true);
+            let xv = tape.constant(be.from_vec(1, SIZES[0], x));
+            let mut logits = model.forward(&mut tape, &params, xv);
+            if let Some(m) = mask {
+                let mt = tape.constant(m.tensor(&be));
+                logits = tape.mul(logits, mt);
+            }
+            let sq = tape.square(logits);
+            let s = tape.sum(sq);
+            let grads = tape.backward(s);
+            let mut g = vec![0f32; model.num_params()];
+            model.gather_grads(&tape, &grads, &params, &mut g);
+            g
+        })
+        .collect()
+}
+
+fn mean_of(gs: &[Vec<f32>], f: impl Fn(f64) -> f64) -> Vec<f64> {
+    let n = gs.len() as f64;
+    (0..gs[0].len()).map(|i| gs.iter().map(|g| f(g[i] as f64)).sum::<f64>() / n).collect()
+}
+
+const LABELS: [u8; 11] = [0, 1, 2, 2, 1, 0, 0, 2, 1, 1, 0];
+
+/// Empirical Fisher without a mask = mean of squared per-sample gradients, for several chunk
+/// sizes (chunk boundaries must not matter).
+#[test]
+fn empirical_fisher_matches_per_sample_brute_force() {
+    let (model, theta) = model_and_theta(1);
+    let v = view(&LABELS, None, 2);
+    let want = mean_of(&per_sample_xent_grads(&model, &theta, &v, None, |_, y| y), |g| g * g);
+    assert!(want.iter().filter(|&&w| w > 0.0).count() > model.num_params() / 2, "a non-trivial check");
+    for chunk in [1, 4, 11, 256] {
+        let be = Cpu::<f32>::new();
+        let got = fisher(&be, &model, &theta, &v, None, FisherKind::Empirical, 1000, chunk, &mut rng(0));
+        let err = max_rel(&got, &want, 1e-6);
+        assert!(err < 1e-4, "chunk {chunk}: relative error {err}");
+    }
+}
+
+/// Empirical Fisher of the masked loss (classes {0, 2} of 3), over an index subset of the split.
+#[test]
+fn empirical_fisher_with_mask_matches_brute_force() {
+    let (model, theta) = model_and_theta(3);
+    let idx: Vec<u32> = LABELS.iter().enumerate().filter(|(_, &l)| l != 1).map(|(i, _)| i as u32).collect();
+    let v = view(&LABELS, Some(idx), 4);
+    let mask = TaskMask::new(3, &[0, 2]);
+    let want = mean_of(&per_sample_xent_grads(&model, &theta, &v, Some(&mask), |_, y| y), |g| g * g);
+    let be = Cpu::<f32>::new();
+    let got = fisher(&be, &model, &theta, &v, Some(&mask), FisherKind::Empirical, 1000, 3, &mut rng(0));
+    let err = max_rel(&got, &want, 1e-6);
+    assert!(err < 1e-4, "relative error {err}");
+    // The masked output unit gets no gradient at all.
+    let last = &model.layers()[1];
+    for (k, w) in got[last.weight.clone()].iter().enumerate() {
+        if k % 3 == 1 {
+            assert_eq!(*w, 0.0, "masked class weight {k}");
+        }
+    }
+    assert_eq!(got[last.bias.start + 1], 0.0);
+}
+
+/// With `samples` below the view's size, the Fisher is the mean over exactly `samples` samples:
+/// on a view of identical samples it equals the single-sample value, whatever the count.
+#[test]
+fn fisher_subsample_is_a_mean_not_a_sum() {
+    let (model, theta) = model_and_theta(5);
+    let split = Arc::new(tiny_split(6, &[1], 6));
+    let v = View { split, indices: Some(vec![0; 20]), transform: Transform::Identity, labels: LabelMap::Digit };
+    let one = View { indices: Some(vec![0]), ..v.clone() };
+    let want = mean_of(&per_sample_xent_grads(&model, &theta, &one, None, |_, y| y), |g| g * g);
+    let be = Cpu::<f32>::new();
+    for samples in [1, 7, 20, 100] {
+        let got = fisher(&be, &model, &theta, &v, None, FisherKind::Empirical, samples, 4, &mut rng(9));
+        let err = max_rel(&got, &want, 1e-6);
+        assert!(err < 1e-4, "samples {samples}: relative error {err}");
+    }
+}
+
+/// The true Fisher samples labels from the model's masked softmax: over many copies of one
+/// input it approaches sum_y p(y|x) g_y^2 (allowed classes only).
+#[test]
+fn true_fisher_approaches_its_expectation() {
+    let (model, mut theta) = model_and_theta(7);
+    // A confident model (probabilities far from uniform), so that label choice matters.
+    let last = model.layers()[1].clone();
+    for w in &mut theta[last.weight.start..last.bias.end] {
+        *w *= 6.0;
+    }
+    let split = Arc::new(tiny_split(6, &[0], 8));
+    let n = 4000;
+    let v = View { split, indices: Some(vec![0; n]), transform: Transform::Identity, labels: LabelMap::Digit };
+    let one = View { indices: Some(vec![0]), ..v.clone() };
+    for allowed in [vec![0usize, 1, 2], vec![1, 2]] {
+        let mask = TaskMask::new(3, &allowed);
+        let be = Cpu::<f32>::new();
+        // p(y|x) over the allowed classes.
+        let mut tape = Tape::new(be);
+        let logits = {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            one.fill([0], &mut x, &mut y);
+            be.to_vec(&model.logits(&mut tape, &theta, be.from_vec(1, 6, x)))
+        };
+        let z: f64 = allowed.iter().map(|&c| (logits[c] as f64).exp()).sum();
+        let mut want = vec![0f64; model.num_params()];
+        for &c in &allowed {
+            let p = (logits[c] as f64).exp() / z;
+            let g = &per_sample_xent_grads(&model, &theta, &one, Some(&mask), |_, _| c as u32)[0];
+            for (w, gi) in want.iter_mut().zip(g) {
+                *w += p * (*gi as f64).powi(2);
+            }
+        }
+        let got = fisher(&be, &model, &theta, &v, Some(&mask), FisherKind::True, n, 256, &mut rng(10));
+        let deviation = |a: &[f32], b: &[f64]| {
+            let (num, den) = a.iter().zip(b).fold((0.0, 0.0), |(s, t), (&x, &y)| (s + (x as f64 - y).abs(), t + y));
+            num / den
+        };
+        let dev = deviation(&got, &want);
+        assert!(dev < 0.05, "allowed {allowed:?}: mean relative deviation {dev}");
+        // Far from the empirical Fisher of any single label (so the check above can fail).
+        for &c in &allowed {
+            let emp = mean_of(&per_sample_xent_grads(&model, &theta, &one, Some(&mask), |_, _| c as u32), |g| g * g);
+            let d = deviation(&got, &emp);
+            assert!(d > 0.2, "allowed {allowed:?}: the true Fisher is close ({d}) to the empirical one of label {c}");
+        }
+    }
+}
+
+/// MAS = mean over samples of |d sum(logits^2) / d theta|, with and without a mask.
+#[test]
+fn mas_matches_per_sample_brute_force() {
+    let (model, theta) = model_and_theta(11);
+    let v = view(&LABELS, None, 12);
+    for mask in [None, Some(TaskMask::new(3, &[1, 2]))] {
+        let want = mean_of(&per_sample_sq_logit_grads(&model, &theta, &v, mask.as_ref()), f64::abs);
+        for chunk in [1, 5, 256] {
+            let be = Cpu::<f32>::new();
+            let got = mas(&be, &model, &theta, &v, mask.as_ref(), 1000, chunk, &mut rng(0));
+            let err = max_rel(&got, &want, 1e-6);
+            assert!(err < 1e-4, "mask {mask:?}, chunk {chunk}: relative error {err}");
+        }
+    }
+}
+
+/// Both importances are deterministic for a seed and use the rng only to pick samples.
+#[test]
+fn importances_are_deterministic() {
+    let (model, theta) = model_and_theta(13);
+    let v = view(&LABELS, None, 14);
+    let be = Cpu::<f32>::new();
+    let a = fisher(&be, &model, &theta, &v, None, FisherKind::True, 5, 2, &mut rng(1));
+    let b = fisher(&be, &model, &theta, &v, None, FisherKind::True, 5, 2, &mut rng(1));
+    assert_eq!(a, b);
+    let a = mas(&be, &model, &theta, &v, None, 5, 2, &mut rng(1));
+    let b = mas(&be, &model, &theta, &v, None, 5, 2, &mut rng(1));
+    assert_eq!(a, b);
+}

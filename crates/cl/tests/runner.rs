@@ -1,0 +1,287 @@
+//! runner::run and runner::validate on tiny synthetic scenarios (fake 28x28 images).
+
+mod common;
+
+use common::{cfg, split_scenario, ALL_METHODS};
+use engram_cl::metrics;
+use engram_cl::runner::{estimate_seconds, run, validate, Event, RunConfig, RunError, RunResult};
+use engram_cl::scenario::{build, Scenario, ScenarioKind, ScenarioSpec};
+use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
+use engram_nn::OptimizerKind;
+
+fn run_ok(sc: &Scenario, c: &RunConfig) -> RunResult {
+    run(sc, c, |_| {}).unwrap_or_else(|e| panic!("{:?}: {e}", c.method))
+}
+
+fn bits(r: &[Vec<f64>]) -> Vec<Vec<u64>> {
+    r.iter().map(|row| row.iter().map(|v| v.to_bits()).collect()).collect()
+}
+
+/// Every method: R is T x T (1 x T for joint), b has T entries, values in [0, 1], metrics equal
+/// metrics::compute(R, b), per-task times and state size as documented, and the events agree
+/// with the result (one TaskStart/TaskEnd per row, as many Steps as announced).
+#[test]
+fn run_shapes_metrics_and_events_for_every_method() {
+    let sc = split_scenario(3, 100, 60);
+    let t = sc.tasks.len();
+    for m in ALL_METHODS {
+        let c = RunConfig { epochs: 1, ..cfg(m) };
+        let (mut starts, mut ends, mut steps, mut announced) = (0, Vec::new(), 0usize, 0usize);
+        let res = run(&sc, &c, |e| match e {
+            Event::TaskStart { steps: s, .. } => {
+                starts += 1;
+                announced += s;
+            }
+            Event::Step { loss } => {
+                assert!(loss.is_finite());
+                steps += 1;
+            }
+            Event::TaskEnd { row, .. } => ends.push(row.to_vec()),
+        })
+        .unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        let rows = if m == Method::Joint { 1 } else { t };
+        assert_eq!(res.r.len(), rows, "{m:?}");
+        assert!(res.r.iter().all(|row| row.len() == t));
+        assert_eq!(res.b.len(), t);
+        assert!(res.r.iter().flatten().chain(&res.b).all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!((starts, ends.len()), (rows, rows));
+        assert_eq!(ends, res.r, "TaskEnd rows are the rows of R");
+        assert_eq!(steps, announced);
+        let n_train: usize = sc.tasks.iter().map(|t| t.train.len()).sum();
+        let want_steps = if m == Method::Joint {
+            n_train.div_ceil(c.batch) * c.epochs
+        } else {
+            sc.tasks.iter().map(|t| t.train.len().div_ceil(c.batch)).sum::<usize>() * c.epochs
+        };
+        assert_eq!(steps, want_steps);
+        assert_eq!(res.per_task_seconds.len(), rows);
+        assert!(res.wall_seconds >= res.per_task_seconds.iter().sum::<f64>() * 0.99);
+        assert_eq!(res.task_names, vec!["0/1", "2/3", "4/5"]);
+        let n = (784 * 16 + 16) + (16 * 10 + 10);
+        assert_eq!(res.num_params, n);
+        let state = match m {
+            Method::Si => 12 * n,
+            Method::L2 | Method::Ewc | Method::Mas => 8 * n,
+            Method::Finetune | Method::Joint => 0,
+        };
+        assert_eq!(res.strategy_state_bytes, state, "{m:?}");
+        if m == Method::Joint {
+            let mean = res.r[0].iter().sum::<f64>() / t as f64;
+            assert_eq!(res.metrics.acc, mean);
+            assert_eq!((res.metrics.bwt, res.metrics.fwt, res.metrics.forgetting), (None, None, None));
+        } else {
+            assert_eq!(res.metrics, metrics::compute(&res.r, &res.b), "{m:?}");
+        }
+        // The easy fake tasks are learned.
+        for j in 0..rows {
+            let learned = if m == Method::Joint { res.r[0][j] } else { res.r[j][j] };
+            assert!(learned > 0.7, "{m:?}: task {j} learned only to {learned} (chance 0.5)");
+        }
+        assert!(res.r_train.is_none() && res.metrics_train.is_none());
+    }
+}
+
+/// `eval_train` adds a training-set matrix of the same shape.
+#[test]
+fn eval_train_adds_training_matrix() {
+    let sc = split_scenario(2, 100, 60);
+    let res = run_ok(&sc, &RunConfig { eval_train: true, epochs: 1, ..cfg(Method::Si) });
+    let rt = res.r_train.as_ref().expect("asked for");
+    assert_eq!((rt.len(), rt[0].len()), (2, 2));
+    assert_eq!(res.metrics_train.as_ref().unwrap(), &metrics::compute(rt, &res.b));
+}
+
+/// A scenario built by scenario::build (Split MNIST, domain setting, on fake data) runs too.
+#[test]
+fn run_on_built_scenario() {
+    let f = common::fake(200, 100);
+    let spec =
+        ScenarioSpec { setting: engram_cl::scenario::Setting::Domain, ..ScenarioSpec::new(ScenarioKind::SplitMnist) };
+    let sc = build(&spec, f.train, f.test).unwrap();
+    let res = run_ok(&sc, &RunConfig { epochs: 1, ..cfg(Method::Ewc) });
+    assert_eq!((res.r.len(), res.r[0].len(), res.num_params), (5, 5, 784 * 16 + 16 + 16 * 2 + 2));
+}
+
+/// A huge SGD learning rate makes the loss non-finite: the error names the task, the epoch, the
+/// step and the learning rate as the likely cause. (On this data lr 1e6 is not enough: the loss
+/// peaks near 1e23, every ReLU dies and the loss comes back to a finite value; 1e20 overflows.)
+#[test]
+fn huge_learning_rate_is_reported_as_non_finite() {
+    let sc = split_scenario(2, 100, 60);
+    let c = RunConfig { optimizer: OptimizerKind::Sgd { lr: 1e20 }, ..cfg(Method::Finetune) };
+    let err = run(&sc, &c, |_| {}).expect_err("must diverge");
+    let msg = err.to_string();
+    match &err {
+        RunError::NonFinite { task, epoch, step, name, .. } => {
+            assert_eq!((*task, *epoch), (1, 1), "{msg}");
+            assert!(*step >= 2, "the first step's loss is computed before any update: {msg}");
+            assert_eq!(name, "0/1");
+            assert!(msg.contains(&format!("step {step}")), "{msg}");
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    for part in ["task 1 (0/1)", "epoch 1", "likely cause", "learning rate (100000000000000000000)"] {
+        assert!(msg.contains(part), "'{part}' missing from: {msg}");
+    }
+}
+
+/// A huge SI strength makes the penalty explode on task 2: the error blames the penalty strength.
+#[test]
+fn huge_si_strength_is_reported_as_non_finite() {
+    let sc = split_scenario(2, 100, 60);
+    let c = RunConfig { optimizer: OptimizerKind::Sgd { lr: 0.1 }, c: 1e30, strength: 1e30, ..cfg(Method::Si) };
+    let err = run(&sc, &c, |_| {}).expect_err("must diverge");
+    let msg = err.to_string();
+    let RunError::NonFinite { task, .. } = &err else { panic!("expected NonFinite, got {err:?}") };
+    assert_eq!(*task, 2, "{msg}");
+    for part in ["task 2 (2/3)", "step ", "likely cause", "penalty strength (c = 1000000000000000000000000000000)"] {
+        assert!(msg.contains(part), "'{part}' missing from: {msg}");
+    }
+}
+
+/// validate (and run, through it) rejects impossible configurations, naming the flag.
+#[test]
+fn validate_rejects_bad_configs_naming_the_flag() {
+    let base = cfg(Method::Si);
+    assert!(validate(&base).is_ok());
+    let cases: Vec<(RunConfig, &str)> = vec![
+        (RunConfig { epochs: 0, ..base.clone() }, "--epochs"),
+        (RunConfig { batch: 0, ..base.clone() }, "--batch"),
+        (RunConfig { hidden: 0, ..base.clone() }, "--hidden"),
+        (RunConfig { xi: 0.0, ..base.clone() }, "--xi"),
+        (RunConfig { xi: -1e-3, ..base.clone() }, "--xi"),
+        (RunConfig { xi: f32::NAN, ..base.clone() }, "--xi"),
+        (RunConfig { strength: -1.0, ..base.clone() }, "--c / --lambda"),
+        (RunConfig { strength: f32::INFINITY, ..base.clone() }, "--c / --lambda"),
+        (RunConfig { gamma: 1.5, ..base.clone() }, "--gamma"),
+        (RunConfig { gamma: -0.1, ..base.clone() }, "--gamma"),
+        (RunConfig { gamma: f32::NAN, ..base.clone() }, "--gamma"),
+        (RunConfig { optimizer: OptimizerKind::Sgd { lr: 0.0 }, ..base.clone() }, "--lr"),
+        (RunConfig { optimizer: OptimizerKind::adam(f32::NAN), ..base.clone() }, "--lr"),
+        (RunConfig { importance_samples: 0, ..base.clone() }, "--importance-samples"),
+    ];
+    let sc = split_scenario(2, 40, 20);
+    for (c, flag) in cases {
+        let msg = match validate(&c) {
+            Err(RunError::Invalid(m)) => m,
+            other => panic!("{flag}: expected Invalid, got {other:?}"),
+        };
+        assert!(msg.contains(flag), "'{flag}' missing from: {msg}");
+        assert!(matches!(run(&sc, &c, |_| {}), Err(RunError::Invalid(_))), "{flag}: run must refuse too");
+    }
+    // Edge values that are fine.
+    for c in [RunConfig { gamma: 0.0, ..base.clone() }, RunConfig { gamma: 1.0, strength: 0.0, ..base.clone() }] {
+        assert!(validate(&c).is_ok());
+    }
+    let empty = Scenario { tasks: Vec::new(), ..sc };
+    assert!(matches!(run(&empty, &base, |_| {}), Err(RunError::Invalid(m)) if m.contains("no task")));
+}
+
+fn run_with_losses(sc: &Scenario, c: &RunConfig) -> (RunResult, Vec<u32>) {
+    let mut losses = Vec::new();
+    let res = run(sc, c, |e| {
+        if let Event::Step { loss } = e {
+            losses.push(loss.to_bits())
+        }
+    })
+    .unwrap();
+    (res, losses)
+}
+
+/// Same seed twice: bit-identical R, b and loss sequence (SI, and EWC with sampled importance).
+#[test]
+fn same_seed_is_bit_identical() {
+    let sc = split_scenario(2, 120, 60);
+    for c in [
+        cfg(Method::Si),
+        RunConfig { fisher: engram_cl::importance::FisherKind::True, importance_samples: 30, ..cfg(Method::Ewc) },
+        RunConfig { importance_samples: 30, ..cfg(Method::Mas) },
+    ] {
+        let (a, la) = run_with_losses(&sc, &c);
+        let (b, lb) = run_with_losses(&sc, &c);
+        assert_eq!(bits(&a.r), bits(&b.r), "{:?}", c.method);
+        assert_eq!(bits(std::slice::from_ref(&a.b)), bits(std::slice::from_ref(&b.b)));
+        assert_eq!(la, lb, "{:?}: loss sequences differ", c.method);
+        // Another seed gives another run.
+        let (_, lc) = run_with_losses(&sc, &RunConfig { seed: c.seed + 1, ..c.clone() });
+        assert_ne!(la, lc, "{:?}: the seed is ignored", c.method);
+    }
+}
+
+/// The same run inside rayon pools of 1 and 2 threads: bit-identical R and losses. The network
+/// is wide enough for the kernels' parallel paths (matmul blocks, element-wise ops, SI state).
+#[test]
+fn bit_identical_across_thread_counts() {
+    let sc = split_scenario(2, 96, 40);
+    let c = RunConfig { hidden: 64, batch: 48, epochs: 1, ..cfg(Method::Si) };
+    let in_pool =
+        |k: usize| rayon::ThreadPoolBuilder::new().num_threads(k).build().unwrap().install(|| run_with_losses(&sc, &c));
+    let (a, la) = in_pool(1);
+    let (b, lb) = in_pool(2);
+    assert_eq!(la, lb, "loss sequences differ between 1 and 2 threads");
+    assert_eq!(bits(&a.r), bits(&b.r));
+    let c = RunConfig { hidden: 64, epochs: 1, ewc_mode: EwcMode::Online, gamma: 0.9, ..cfg(Method::Ewc) };
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| run_with_losses(&sc, &c));
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| run_with_losses(&sc, &c));
+    assert_eq!(one.1, two.1, "EWC: loss sequences differ between 1 and 2 threads");
+}
+
+/// The state stays the same size however many tasks are trained.
+#[test]
+fn state_bytes_do_not_grow_with_tasks() {
+    let c = RunConfig { epochs: 1, ..cfg(Method::Si) };
+    let two = run_ok(&split_scenario(2, 60, 20), &c);
+    let five = run_ok(&split_scenario(5, 60, 20), &c);
+    assert_eq!(two.strategy_state_bytes, five.strategy_state_bytes);
+    let c = RunConfig { epochs: 1, ..cfg(Method::Ewc) };
+    assert_eq!(
+        run_ok(&split_scenario(2, 60, 20), &c).strategy_state_bytes,
+        run_ok(&split_scenario(5, 60, 20), &c).strategy_state_bytes
+    );
+}
+
+/// The SI variants (total-loss gradient, relu placements) and SGD all run and learn.
+#[test]
+fn si_variants_run() {
+    let sc = split_scenario(2, 100, 60);
+    for (g, relu) in [(SiGrad::Total, SiRelu::Official), (SiGrad::Task, SiRelu::None), (SiGrad::Task, SiRelu::PerTask)]
+    {
+        let res = run_ok(&sc, &RunConfig { si_grad: g, si_relu: relu, epochs: 1, ..cfg(Method::Si) });
+        assert!(res.r[1][1] > 0.7, "{g:?} {relu:?}: {:?}", res.r);
+    }
+    let res = run_ok(
+        &sc,
+        &RunConfig { optimizer: OptimizerKind::Sgd { lr: 0.05 }, reset_optimizer: false, ..cfg(Method::Si) },
+    );
+    assert!(res.r[0][0] > 0.7, "{:?}", res.r);
+}
+
+/// The time forecast is a positive number.
+#[test]
+fn estimate_is_positive() {
+    let sc = split_scenario(2, 60, 20);
+    for m in [Method::Si, Method::Joint] {
+        let s = estimate_seconds(&sc, &cfg(m), 2);
+        assert!(s.is_finite() && s > 0.0, "{m:?}: {s}");
+    }
+}
+
+/// A divergence in the very last step of a run is caught: the loss is measured BEFORE each
+/// update, so the runner checks the parameters the task's last step leaves. One task of one
+/// step (batch >= samples, one epoch) on images scaled by 1e20 with SGD lr 1e25: the first-layer
+/// gradient is ~1e17, the update overflows f32, while the loss measured before it is finite.
+#[test]
+fn divergence_in_the_last_step_is_reported() {
+    let mut sc = split_scenario(1, 100, 60);
+    let task = &mut sc.tasks[0];
+    for v in [&mut task.train, &mut task.test] {
+        let mut split = (*v.split).clone();
+        split.images.iter_mut().for_each(|p| *p *= 1e20);
+        v.split = std::sync::Arc::new(split);
+    }
+    let c = RunConfig { optimizer: OptimizerKind::Sgd { lr: 1e25 }, batch: 1000, epochs: 1, ..cfg(Method::Finetune) };
+    match run(&sc, &c, |_| {}) {
+        Err(e @ RunError::NonFiniteParams { .. }) => assert!(e.to_string().contains("task 1"), "{e}"),
+        other => panic!("expected NonFiniteParams, got {:?}", other.map(|r| r.r)),
+    }
+}
