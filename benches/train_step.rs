@@ -30,6 +30,9 @@
 //! the `train_step` benches restart from the initial parameters and a fresh optimizer every
 //! [`RESTART`] steps, outside the timed region: no moment can become subnormal that soon, and
 //! the step's cost does not otherwise depend on the values.
+//! (Since then the optimizer flushes subnormal moments to zero, `engram_si::flush_subnormal`,
+//! so training no longer slows down this way; the restarts stay, so that every sample measures
+//! the same early-training state.)
 //!
 //! Run: `cargo bench --bench train_step` (about two minutes on 2 cores).
 

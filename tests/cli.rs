@@ -123,3 +123,36 @@ fn train_one_epoch_matches_the_reference_range_and_is_deterministic() {
     assert!(accs[0] >= 0.955, "test accuracy {}", accs[0]);
     assert_eq!(accs[0].to_bits(), accs[1].to_bits(), "same seed, different accuracy: {accs:?}");
 }
+
+/// Determinism across thread counts: split-mnist SI (one epoch per task) gives a bit-identical
+/// accuracy matrix with RAYON_NUM_THREADS=1 and 2. Every parallel reduction (matmul row blocks,
+/// the fused step's penalty partials, the evaluation counts) has a fixed order that depends on
+/// the shapes only, never on the number of threads.
+#[test]
+fn split_mnist_si_r_is_bit_identical_across_thread_counts() {
+    let Some(data) = mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("run{threads}.json"));
+        let o = engram()
+            .env("RAYON_NUM_THREADS", threads)
+            .args(["run", "--scenario", "split-mnist", "--method", "si", "--epochs", "1", "--quiet", "--data-dir"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "threads {threads}: {}", text(&o).1);
+        let v = read_json(&out);
+        let bits: Vec<Vec<u64>> = v["R"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap().to_bits()).collect())
+            .collect();
+        assert_eq!(bits.len(), 5);
+        r.push(bits);
+    }
+    assert_eq!(r[0], r[1], "R differs between 1 and 2 threads");
+}

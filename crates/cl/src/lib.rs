@@ -5,12 +5,21 @@
 //! * [`importance`]: diagonal Fisher and MAS importances from one batched backward.
 //! * [`runner`]: the training loop, the accuracy matrix and the profile.
 //! * [`metrics`]: ACC, BWT, FWT, forgetting, learning accuracy.
+//! * [`diagnose`]: SI diagnostics (path integral against the loss drop, importance distributions).
+//! * [`plot`]: figures (PNG/SVG) of runs and sweeps.
+//! * [`episodic`], [`gem`], [`qp`]: GEM and A-GEM's memories, batched memory gradients, and the
+//!   hand-written solver of GEM's dual quadratic program.
 #![warn(missing_docs)]
 
+pub mod diagnose;
+pub mod episodic;
+pub mod gem;
 pub mod importance;
 pub mod metrics;
 pub mod output;
+pub mod plot;
 pub mod protocol;
+pub mod qp;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -39,6 +39,10 @@ pub struct Defaults {
     pub xi: f32,
     /// Training samples per task (`None`: all).
     pub samples_per_task: Option<usize>,
+    /// GEM / A-GEM: memories per task (GEM paper: 256).
+    pub memories: usize,
+    /// GEM: the dual's margin `gamma` (`memory_strength`; GEM paper's code: 0.5).
+    pub memory_strength: f32,
 }
 
 /// The defaults of `kind` for `method`.
@@ -49,7 +53,8 @@ pub struct Defaults {
 ///   xi = 0.1 (SI paper). Hours on a 2-core CPU: use `--hidden`, `--epochs`, `--samples-per-task`
 ///   for a reduced run.
 /// * rotated-mnist: MLP 784-100-100, plain SGD, batch 10, one epoch over 1000 samples per task;
-///   lr 0.003 (GEM paper's "single" baseline for rotations; EWC used 0.01).
+///   lr 0.003 (GEM paper's "single" baseline for rotations; EWC used 0.01; GEM and A-GEM 0.1).
+/// * GEM / A-GEM everywhere: 256 memories per task, memory strength 0.5 (GEM's run script).
 /// * even-odd: MLP 784-128, Adam 1e-3, batch 64, 6 epochs (the EWC tutorial).
 pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
     let strength_for = |si: f32, ewc: f32, l2: f32, mas: f32| match method {
@@ -57,8 +62,11 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
         Method::Ewc => ewc,
         Method::L2 => l2,
         Method::Mas => mas,
-        Method::Finetune | Method::Joint => 0.0,
+        Method::Finetune | Method::Joint | Method::Gem | Method::Agem => 0.0,
     };
+    // GEM's protocol (Lopez-Paz & Ranzato 2017, official run script): 256 memories per task,
+    // memory_strength 0.5, on every benchmark unless overridden.
+    let (memories, memory_strength) = (256, 0.5);
     match kind {
         ScenarioKind::SplitMnist => Defaults {
             hidden: 256,
@@ -72,6 +80,8 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
             strength: strength_for(1.0, 1e4, 1.0, 1.0),
             xi: 1e-3,
             samples_per_task: None,
+            memories,
+            memory_strength,
         },
         ScenarioKind::PermutedMnist => Defaults {
             hidden: 2000,
@@ -85,12 +95,18 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
             strength: strength_for(0.1, 1e3, 1e-2, 1.0),
             xi: 0.1,
             samples_per_task: None,
+            memories,
+            memory_strength,
         },
         ScenarioKind::RotatedMnist => Defaults {
             hidden: 100,
             layers: 2,
             optimizer: OptChoice::Sgd,
-            lr: if method == Method::Ewc { 0.01 } else { 0.003 },
+            lr: match method {
+                Method::Ewc => 0.01,
+                Method::Gem | Method::Agem => 0.1,
+                _ => 0.003,
+            },
             batch: 10,
             epochs: 1,
             reset_optimizer: false,
@@ -98,6 +114,8 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
             strength: strength_for(0.1, 1e3, 1e-2, 1.0),
             xi: 0.1,
             samples_per_task: Some(1000),
+            memories,
+            memory_strength,
         },
         ScenarioKind::EvenOdd => Defaults {
             hidden: 128,
@@ -113,6 +131,8 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
             strength: strength_for(3.0, 3e4, 0.1, 0.3),
             xi: 1e-3,
             samples_per_task: None,
+            memories,
+            memory_strength,
         },
     }
 }
@@ -142,6 +162,10 @@ pub struct Overrides {
     pub zero_output: Option<bool>,
     /// `--samples-per-task`.
     pub samples_per_task: Option<usize>,
+    /// `--memories`.
+    pub memories: Option<usize>,
+    /// `--memory-strength`.
+    pub memory_strength: Option<f32>,
 }
 
 /// Fills a [`crate::runner::RunConfig`] from the defaults of `kind` and the overrides. Returns
@@ -186,6 +210,8 @@ pub fn resolve(
         importance_samples,
         seed,
         eval_train,
+        memories: o.memories.unwrap_or(d.memories),
+        memory_strength: o.memory_strength.unwrap_or(d.memory_strength),
     };
     (cfg, o.samples_per_task.or(d.samples_per_task))
 }

@@ -1,5 +1,7 @@
 //! The continual-learning loop: train on each task in turn, consolidate, evaluate every task.
 
+use crate::episodic::{EpisodicMemory, Fill};
+use crate::gem::{self, Episodic};
 use crate::importance::{self, FisherKind};
 use crate::metrics::{self, Metrics};
 use crate::scenario::{Scenario, View};
@@ -55,6 +57,10 @@ pub struct RunConfig {
     pub seed: u64,
     /// Also measure accuracy on each task's training data (the official SI notebook's figure).
     pub eval_train: bool,
+    /// GEM / A-GEM: memories per task (`--memories`).
+    pub memories: usize,
+    /// GEM: the margin `gamma` of the dual QP's bound `v >= gamma` (`--memory-strength`).
+    pub memory_strength: f32,
 }
 
 /// Seconds spent in each part of the run (`--profile`).
@@ -72,6 +78,14 @@ pub struct Profile {
     pub evaluation: f64,
     /// Drawing batches (gathering, permuting, rotating).
     pub data: f64,
+    /// GEM / A-GEM: the memory gradients (batched forward and backward over the memories).
+    pub memory_gradients: f64,
+    /// GEM / A-GEM: the constraint check, the QP and the projection of the gradient.
+    pub projection: f64,
+    /// GEM / A-GEM: steps whose gradient was projected (a count, not seconds).
+    pub projected_steps: u64,
+    /// GEM / A-GEM: steps with at least one finished task in memory (a count, not seconds).
+    pub constrained_steps: u64,
 }
 
 /// The outcome of a run.
@@ -259,6 +273,18 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         scenario.tasks.iter().map(|t| t.mask.as_ref().map(|m| TaskMask::new(scenario.outputs, m))).collect();
     let eval = Evaluator { chunk: 1000 };
     let mut prof = Profile::default();
+    // GEM / A-GEM: the memory and the step's buffers; its own random stream (A-GEM's reference
+    // samples), so that the other streams are those of every other method.
+    let mut episodic = cfg.method.is_episodic().then(|| {
+        let (kind, fill) = match cfg.method {
+            Method::Agem => (gem::Kind::Agem, Fill::PerClass { classes: scenario.outputs }),
+            _ => (gem::Kind::Gem, Fill::Ring),
+        };
+        let dim = scenario.tasks[0].train.split.dim;
+        let memory = EpisodicMemory::new(cfg.memories, dim, fill);
+        Episodic::new(kind, memory, cfg.memory_strength as f64, crate::qp::OFFICIAL_REG)
+    });
+    let mut memory_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(0x6a09_e667_f3bc_c908));
 
     let t = Instant::now();
     let b = eval.row(&be, &model, &theta, scenario, &masks, false);
@@ -291,6 +317,10 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         let t_task = Instant::now();
         let last_task = *phase.last().expect("non-empty phase");
         let name = if phase.len() == 1 { scenario.tasks[last_task].name.clone() } else { "all tasks".into() };
+        // Exact shortcut: while Omega is all zero (before the first consolidation) the penalty
+        // and its gradient 2c Omega (theta - theta*) are zero, so the step need not read Omega
+        // and theta* (SI on the first task: 8 of its 44 bytes per parameter).
+        let penalty_on = cfg.method.is_quadratic() && pen.big_omega.iter().any(|&o| o != 0.0);
         if pi == 0 || cfg.reset_optimizer {
             opt.reset();
         }
@@ -342,10 +372,26 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
                 let grads = tape.backward(loss_v);
                 model.gather_grads(&tape, &grads, &params, &mut grad);
                 drop(grads);
-                let t3 = Instant::now();
+                let mut t3 = Instant::now();
                 prof.backward += (t3 - t2).as_secs_f64();
+                if let Some(ep) = episodic.as_mut() {
+                    // GEM (paper Alg. 1): store the batch in the current task's memory, then
+                    // correct g against the finished tasks' memories.
+                    let view = &scenario.tasks[last_task].train;
+                    ep.memory.observe(view, chunk.iter().map(|&(_, p)| p as usize));
+                    let rep = ep.step(&model, &theta, &mut grad, &mut memory_rng).map_err(|e| {
+                        RunError::Invalid(format!(
+                            "GEM's quadratic program failed on task {} ({name}), step {}: {e}",
+                            last_task + 1,
+                            step + 1
+                        ))
+                    })?;
+                    prof.memory_gradients += rep.memory_seconds;
+                    prof.projection += rep.projection_seconds;
+                    t3 = Instant::now();
+                }
 
-                let scfg = opt.next_config(if cfg.method.is_quadratic() { cfg.c } else { 0.0 }, omega_mode);
+                let scfg = opt.next_config(if penalty_on { cfg.c } else { 0.0 }, omega_mode);
                 let penalty = engram_si::fused_step_f32(
                     Slices {
                         theta: &mut theta,
@@ -432,6 +478,9 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
             }
             m => pen.consolidate(m, &theta, None, cfg.ewc_mode, cfg.gamma),
         }
+        if let Some(ep) = episodic.as_mut() {
+            ep.memory.finish_task(&task.train, task.mask.as_deref(), scenario.outputs);
+        }
         prof.importance += t4.elapsed().as_secs_f64();
         let t5 = Instant::now();
         let row = eval.row(&be, &model, &theta, scenario, &masks, false);
@@ -459,6 +508,10 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
             }
         }
     };
+    if let Some(ep) = &episodic {
+        prof.projected_steps = ep.projections as u64;
+        prof.constrained_steps = ep.constrained_steps as u64;
+    }
     let metrics = summarize(&r);
     let metrics_train = r_train.as_ref().map(summarize);
     Ok(RunResult {
@@ -472,7 +525,7 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         per_task_seconds,
         peak_rss_bytes: peak_rss_bytes(),
         profile: prof,
-        strategy_state_bytes: pen.bytes(),
+        strategy_state_bytes: pen.bytes() + episodic.as_ref().map_or(0, Episodic::bytes),
         num_params: theta.len(),
     })
 }
@@ -503,6 +556,17 @@ pub fn validate(cfg: &RunConfig) -> Result<(), RunError> {
     }
     if cfg.importance_samples == 0 {
         return bad("--importance-samples must be at least 1".into());
+    }
+    if cfg.method.is_episodic() {
+        if cfg.memories == 0 {
+            return bad("--memories must be at least 1 for gem and agem".into());
+        }
+        if cfg.memories > 1_000_000 {
+            return bad(format!("--memories {} is more than 1,000,000 samples per task", cfg.memories));
+        }
+        if !(cfg.memory_strength.is_finite() && cfg.memory_strength >= 0.0) {
+            return bad(format!("--memory-strength must be a number >= 0, got {}", cfg.memory_strength));
+        }
     }
     Ok(())
 }
@@ -543,5 +607,21 @@ pub fn estimate_seconds(scenario: &Scenario, cfg: &RunConfig, steps: usize) -> f
     }
     let train_steps: usize =
         scenario.tasks.iter().map(|t| t.train.len().div_ceil(cfg.batch)).sum::<usize>() * cfg.epochs;
-    train_steps as f64 * per_step + eval_samples as f64 * per_sample / 3.0
+    // GEM / A-GEM: every step also passes over the finished tasks' memories (GEM: all of them;
+    // A-GEM: up to 256 samples), at roughly the cost of a trained sample.
+    let memory_samples: usize = if cfg.method.is_episodic() {
+        scenario
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(t, task)| {
+                let held = t * cfg.memories.min(task.train.len());
+                let per_step = if cfg.method == Method::Agem { held.min(256) } else { held };
+                per_step * task.train.len().div_ceil(cfg.batch) * cfg.epochs
+            })
+            .sum()
+    } else {
+        0
+    };
+    train_steps as f64 * per_step + eval_samples as f64 * per_sample / 3.0 + memory_samples as f64 * per_sample
 }

@@ -132,16 +132,23 @@ impl View {
     /// Appends the transformed images and labels of the samples at `positions` to `x` and `y`.
     pub fn fill(&self, positions: impl IntoIterator<Item = usize>, x: &mut Vec<f32>, y: &mut Vec<u32>) {
         let dim = self.split.dim;
+        // A rotation's taps are computed once per call, not once per image.
+        let rotator = match &self.transform {
+            Transform::Rotate(a) => Some(engram_mnist::Rotator::new(SIDE, SIDE, *a)),
+            _ => None,
+        };
         for pos in positions {
             let i = self.sample(pos);
             let src = &self.split.images[i * dim..(i + 1) * dim];
             match &self.transform {
                 Transform::Identity => x.extend_from_slice(src),
                 Transform::Permute(p) => x.extend(p.iter().map(|&j| src[j as usize])),
-                Transform::Rotate(a) => {
+                Transform::Rotate(_) => {
                     let start = x.len();
                     x.resize(start + dim, 0.0);
-                    engram_mnist::rotate_image(src, SIDE, SIDE, *a, &mut x[start..]);
+                    if let Some(r) = &rotator {
+                        r.apply(src, &mut x[start..]);
+                    }
                 }
             }
             y.push(self.labels.apply(self.split.labels[i]));
@@ -337,4 +344,46 @@ pub fn build(spec: &ScenarioSpec, train: Arc<Split>, test: Arc<Split>) -> Result
         }
     }
     Ok(Scenario { kind: spec.kind, setting, outputs, tasks })
+}
+
+/// Hyperparameter selection without touching the test data: the same scenario with a seeded
+/// random `fraction` of each task's training samples held out, and that held-out part put in
+/// place of the task's test set.
+///
+/// Training then sees only the remaining samples, and every accuracy the training loop reports
+/// (`R`, `b`, ACC, ...) is measured on the held-out validation samples. Names, masks, label
+/// maps and transforms are unchanged; the views still share the one in-memory MNIST. Each task
+/// holds out `round(fraction * n)` of its `n` training samples, at least 1 and at most `n - 1`.
+/// The split depends only on `seed` and the scenario, not on any hyperparameter, so every
+/// setting of a sweep is judged on the same validation samples for a given seed.
+///
+/// Errors: `fraction` outside (0, 1), or a task with fewer than 2 training samples.
+pub fn validation_split(sc: &Scenario, fraction: f64, seed: u64) -> Result<Scenario, String> {
+    if !(fraction.is_finite() && fraction > 0.0 && fraction < 1.0) {
+        return Err(format!("the validation fraction must lie strictly between 0 and 1, got {fraction}"));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7a11_da7e_0000_0002);
+    let mut out = sc.clone();
+    for task in &mut out.tasks {
+        let n = task.train.len();
+        if n < 2 {
+            return Err(format!("task {} has {n} training sample(s): a validation split needs at least 2", task.name));
+        }
+        let k = ((fraction * n as f64).round() as usize).clamp(1, n - 1);
+        let mut samples: Vec<u32> = (0..n).map(|p| task.train.sample(p) as u32).collect();
+        samples.shuffle(&mut rng);
+        let (val, rest) = samples.split_at_mut(k);
+        val.sort_unstable();
+        rest.sort_unstable();
+        let view = |indices: &[u32]| View {
+            split: task.train.split.clone(),
+            indices: Some(indices.to_vec()),
+            transform: task.train.transform.clone(),
+            labels: task.train.labels,
+        };
+        let (val_view, train_view) = (view(val), view(rest));
+        task.test = val_view;
+        task.train = train_view;
+    }
+    Ok(out)
 }

@@ -23,6 +23,13 @@ pub enum Method {
     /// Synaptic intelligence: `c * sum Omega (theta - theta*)^2`, `Omega` the normalised path
     /// integral of the loss drop (Zenke et al. 2017).
     Si,
+    /// Gradient episodic memory (Lopez-Paz & Ranzato 2017): the last `--memories` samples of each
+    /// finished task; each step's gradient is projected (dual QP, paper Eq. 11-13) so that no
+    /// memory loss increases, with margin `--memory-strength`.
+    Gem,
+    /// Averaged GEM (Chaudhry et al. 2019): one constraint from the gradient on up to 256
+    /// samples drawn from the whole memory (a per-class ring buffer of each finished task).
+    Agem,
 }
 
 impl Method {
@@ -35,12 +42,19 @@ impl Method {
             Self::Ewc => "ewc",
             Self::Mas => "mas",
             Self::Si => "si",
+            Self::Gem => "gem",
+            Self::Agem => "agem",
         }
     }
 
     /// Whether the method keeps a quadratic penalty (and so uses `Omega` and `theta*`).
     pub fn is_quadratic(self) -> bool {
         matches!(self, Self::L2 | Self::Ewc | Self::Mas | Self::Si)
+    }
+
+    /// Whether the method keeps an episodic memory (GEM, A-GEM).
+    pub fn is_episodic(self) -> bool {
+        matches!(self, Self::Gem | Self::Agem)
     }
 }
 
@@ -146,7 +160,7 @@ impl Penalty {
                 }
                 self.theta_star.copy_from_slice(theta);
             }
-            Method::Si | Method::Finetune | Method::Joint => {}
+            Method::Si | Method::Finetune | Method::Joint | Method::Gem | Method::Agem => {}
         }
     }
 }

@@ -80,8 +80,11 @@ fn resolve_applies_defaults_and_overrides() {
         reset_optimizer: Some(false),
         zero_output: Some(false),
         samples_per_task: Some(11),
+        memories: Some(13),
+        memory_strength: Some(0.25),
     };
     let (c, spt) = resolved(ScenarioKind::SplitMnist, Method::Ewc, &o);
+    assert_eq!((c.memories, c.memory_strength), (13, 0.25));
     assert_eq!((c.strength, c.c, c.xi), (7.0, 3.5, 0.5));
     assert_eq!(c.optimizer, OptimizerKind::Sgd { lr: 0.2 });
     assert_eq!((c.epochs, c.batch, c.hidden, c.layers), (1, 5, 9, 3));

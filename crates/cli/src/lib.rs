@@ -5,8 +5,11 @@
 //! malformed arguments (clap's convention).
 
 mod common;
+mod explain_si;
+mod plot;
 mod reproduce;
 mod run;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +35,16 @@ enum Command {
     /// Run a published protocol over several seeds and print our mean and spread next to the
     /// published figures.
     Reproduce(reproduce::ReproduceArgs),
+    /// Draw runs' figure from their JSON files: each task's accuracy after each training task
+    /// (runs overlaid), the average accuracy, and R as an annotated heatmap (PNG or SVG).
+    Plot(plot::PlotArgs),
+    /// Sweep hyperparameters over a grid and seeds, whole runs side by side; choose on a
+    /// validation split of the training data, then report the chosen setting's test ACC.
+    /// `engram sweep merge DIR` gathers the results of runs made elsewhere (--emit-jobs).
+    Sweep(Box<sweep::SweepArgs>),
+    /// A printed walk-through of Synaptic Intelligence on the SI paper's quadratic toy problem:
+    /// how the path integral omega and the importance Omega relate to the Hessian's diagonal.
+    ExplainSi(explain_si::ExplainSiArgs),
 }
 
 /// Parses the process arguments and runs the command; returns the exit code.
@@ -48,6 +61,9 @@ pub fn main() -> i32 {
         Command::Train(a) => train::run(a),
         Command::Run(a) => run::run(*a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::Plot(a) => plot::run(a),
+        Command::Sweep(a) => sweep::run(*a),
+        Command::ExplainSi(a) => explain_si::run(a),
     };
     match result {
         Ok(()) => 0,
@@ -58,5 +74,15 @@ pub fn main() -> i32 {
             }
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks of every command and flag (run in debug builds).
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -91,6 +91,14 @@ pub struct RunArgs {
     /// Online EWC's decay of the old Fisher.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub gamma: f32,
+    /// GEM / A-GEM: samples kept per finished task (GEM: the task's last N samples; A-GEM: a ring
+    /// buffer per class, N in all). Default 256 (GEM paper).
+    #[arg(long, value_name = "N")]
+    pub memories: Option<usize>,
+    /// GEM: the margin gamma of the dual QP's bound v >= gamma (the official code's
+    /// memory_strength; default 0.5). Larger values push each step further towards the memories.
+    #[arg(long, allow_negative_numbers = true, value_name = "GAMMA")]
+    pub memory_strength: Option<f32>,
     /// Samples for the Fisher (EWC) and MAS importance at the end of each task.
     #[arg(long, default_value_t = 1000)]
     pub importance_samples: usize,
@@ -109,6 +117,10 @@ pub struct RunArgs {
     /// Write the accuracy matrix as CSV to this file.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// Draw the run's figure to this file (.png or .svg): each task's test accuracy after each
+    /// training task, the average accuracy, and R as an annotated heatmap (as `engram plot`).
+    #[arg(long, value_name = "FIG")]
+    pub plot: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -134,13 +146,27 @@ impl RunArgs {
                 }
                 self.lambda
             }
-            Method::Finetune | Method::Joint => {
+            Method::Finetune | Method::Joint | Method::Gem | Method::Agem => {
                 if self.c.is_some() || self.lambda.is_some() {
                     bail!("{} has no penalty: --c and --lambda do not apply", self.method.name());
                 }
                 None
             }
         };
+        if !self.method.is_episodic() && (self.memories.is_some() || self.memory_strength.is_some()) {
+            bail!("--memories and --memory-strength apply to gem and agem only");
+        }
+        if self.method == Method::Agem && self.memory_strength.is_some() {
+            bail!("--memory-strength is GEM's margin; agem has none");
+        }
+        if let Some(s) = self.memory_strength {
+            if !(s.is_finite() && s >= 0.0) {
+                bail!("--memory-strength must be a number >= 0, got {s}");
+            }
+        }
+        if self.memories == Some(0) {
+            bail!("--memories must be at least 1");
+        }
         if let Some(s) = strength {
             if !(s.is_finite() && s >= 0.0) {
                 bail!("the penalty strength must be a number >= 0, got {s}");
@@ -161,6 +187,8 @@ impl RunArgs {
             reset_optimizer: self.reset_optimizer,
             zero_output: self.zero_output,
             samples_per_task: self.samples_per_task,
+            memories: self.memories,
+            memory_strength: self.memory_strength,
         };
         let (cfg, samples) = protocol::resolve(
             self.scenario,
@@ -221,10 +249,12 @@ impl Shared {
 /// Runs one configuration with a progress bar; prints nothing else.
 pub fn execute(sc: &Scenario, cfg: &RunConfig, quiet: bool, label: &str) -> Result<RunResult> {
     let mut pb = progress(0, true);
+    let mut desc = String::new();
     let res = runner::run(sc, cfg, |e| match e {
         Event::TaskStart { task, name, steps } => {
             pb = progress(steps as u64, quiet);
-            pb.set_prefix(format!("{label}task {}/{} {name}", task + 1, sc.tasks.len()));
+            desc = format!("task {}/{} {name}", task + 1, sc.tasks.len());
+            pb.set_prefix(format!("{label}{desc}"));
         }
         Event::Step { loss } => {
             pb.inc(1);
@@ -236,7 +266,7 @@ pub fn execute(sc: &Scenario, cfg: &RunConfig, quiet: bool, label: &str) -> Resu
             pb.finish_and_clear();
             let shown: Vec<String> = row.iter().map(|v| format!("{:.1}", 100.0 * v)).collect();
             if !quiet {
-                eprintln!("{label}after {}: [{}]", pb.prefix(), shown.join(" "));
+                eprintln!("{label}after {desc}: [{}]", shown.join(" "));
             }
         }
     });
@@ -277,12 +307,21 @@ pub fn print_result(sc: &Scenario, cfg: &RunConfig, res: &RunResult, profile: bo
             "profile (s): forward {:.2}, backward {:.2}, consolidation step {:.2}, importance {:.2}, evaluation {:.2}, data {:.2}",
             p.forward, p.backward, p.consolidation_step, p.importance, p.evaluation, p.data
         );
+        if cfg.method.is_episodic() {
+            println!(
+                "episodic memory (s): memory gradients {:.2}, projection {:.2}; {} of {} constrained steps projected",
+                p.memory_gradients, p.projection, p.projected_steps, p.constrained_steps
+            );
+        }
     }
 }
 
 /// Runs `engram run`.
 pub fn run(a: RunArgs) -> Result<()> {
     let (spec, cfg) = a.resolve()?;
+    if let Some(p) = &a.plot {
+        engram_cl::plot::Format::of(p)?; // refuse a bad figure name before training, not after
+    }
     a.compute.apply()?;
     let sc = Shared::load(&a.data)?.scenario(&spec)?;
     let res = execute(&sc, &cfg, a.quiet, "")?;
@@ -293,6 +332,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     if let Some(p) = &a.csv {
         std::fs::write(p, output::r_csv(&res)).with_context(|| format!("cannot write {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &a.plot {
+        let v = output::run_json(&spec, &sc, &cfg, &res, false);
+        engram_cl::plot::plot_runs(&[engram_cl::plot::RunCurves::from_json(&v, "this run")?], p)?;
         println!("wrote {}", p.display());
     }
     Ok(())

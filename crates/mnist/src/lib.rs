@@ -30,4 +30,4 @@ pub use load::{
     default_dirs, find_file, has_files, load, load_dir, locate, locate_with, official_sha256, repo_data_dir, Mnist,
     Split, Verify, COLS, DIM, ENV_VAR, FILES, ROWS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
-pub use tasks::{indices_of_classes, permutation, permute_image, permute_split, rotate_image, rotate_split};
+pub use tasks::{indices_of_classes, permutation, permute_image, permute_split, rotate_image, rotate_split, Rotator};

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use crate::{relu, Plan, ReluPlacement, Scalars, Slices, StepConfig, CHUNK};
+use crate::{flush_subnormal, relu, Plan, ReluPlacement, Scalars, Slices, StepConfig, CHUNK};
 
 /// Elements per tile inside a chunk: 7 arrays x 4 B x 1024 = 28 KiB, an L1-sized working set.
 const TILE: usize = 1_024;
@@ -80,7 +80,7 @@ fn chunks(s: Slices<'_>) -> Vec<Chunk<'_>> {
 /// d     = theta - theta*
 /// G     = g + (2c Omega) d                       penalty gradient of SI eq. (4) (no 1/2 factor)
 /// SGD:  theta' = theta - lr G
-/// Adam: m' = beta1 m + (1 - beta1) G;  v' = beta2 v + (1 - beta2) G G
+/// Adam: m' = beta1 m + (1 - beta1) G;  v' = beta2 v + (1 - beta2) G G   (subnormals -> 0)
 ///       theta' = theta - (lr / (1 - beta1^t)) (m' / (sqrt(v') / sqrt(1 - beta2^t) + eps))
 /// SI:   omega' = omega - g_used (theta' - theta)  SI eq. (3): the path integral, discretised
 /// ```
@@ -216,8 +216,8 @@ fn update_tile<const ADAM: bool, const PEN: bool, const OM: u8>(
         let gi = g[i];
         let gt = if PEN { gi + (two_c * big_omega[i]) * (t0 - theta_star[i]) } else { gi };
         let t1 = if ADAM {
-            let mi = beta1 * m[i] + omb1 * gt;
-            let vi = beta2 * v[i] + omb2 * gt * gt;
+            let mi = flush_subnormal(beta1 * m[i] + omb1 * gt);
+            let vi = flush_subnormal(beta2 * v[i] + omb2 * gt * gt);
             m[i] = mi;
             v[i] = vi;
             t0 - step * (mi / (vi.sqrt() / bc2_sqrt + eps))

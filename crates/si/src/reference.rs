@@ -144,8 +144,8 @@ pub fn unfused_step_f32_with(s: Slices<'_>, cfg: &StepConfig, scratch: &mut Scra
     // 6-9: the optimizer, one pass per line.
     if plan.adam {
         let Scalars { beta1, omb1, beta2, omb2, step, bc2_sqrt, eps, .. } = k;
-        update1(m, gt, |m, g| beta1 * m + omb1 * g);
-        update1(v, gt, |v, g| beta2 * v + omb2 * g * g);
+        update1(m, gt, |m, g| crate::flush_subnormal(beta1 * m + omb1 * g));
+        update1(v, gt, |v, g| crate::flush_subnormal(beta2 * v + omb2 * g * g));
         map2(denom, v, v, |v, _| v.sqrt() / bc2_sqrt + eps);
         update2(theta, m, denom, |t, m, d| t - step * (m / d));
     } else {

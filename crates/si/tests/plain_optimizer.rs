@@ -25,10 +25,19 @@ fn textbook_adam(
     let step_size = (lr as f64 / bias_correction1) as f32;
     let bias_correction2_sqrt = bias_correction2.sqrt() as f32;
     for i in 0..theta.len() {
-        m[i] = m[i] * b1 + (1.0 - b1) * g[i];
-        v[i] = v[i] * b2 + (1.0 - b2) * g[i] * g[i];
+        // Subnormal moments are flushed to zero (engram_si::flush_subnormal documents why).
+        m[i] = ftz(m[i] * b1 + (1.0 - b1) * g[i]);
+        v[i] = ftz(v[i] * b2 + (1.0 - b2) * g[i] * g[i]);
         let denom = v[i].sqrt() / bias_correction2_sqrt + eps;
         theta[i] -= step_size * (m[i] / denom);
+    }
+}
+
+fn ftz(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0
+    } else {
+        x
     }
 }
 
@@ -140,4 +149,36 @@ fn adam_step_zero_panics() {
     let (mut m, mut v) = (vec![0.0f32; 4], vec![0.0f32; 4]);
     let cfg = StepConfig { optim: ADAM, c: 0.0, omega: None, t: 0 };
     fused_step_f32(Slices::plain(&mut theta, &[0.0; 4], &mut m, &mut v), &cfg);
+}
+
+/// Adam's moments of a parameter whose gradient stops (g = 0 after one step) decay
+/// geometrically: m by beta1 per step, reaching the subnormal range after ~800 steps. The
+/// fused step flushes them to zero instead (engram_si::flush_subnormal), so no subnormal is
+/// ever stored, while the parameter ends where unflushed Adam puts it (the flushed tail moves
+/// it by less than 1e-30).
+#[test]
+fn decaying_adam_moments_are_flushed_not_subnormal() {
+    let n = 4;
+    let mut theta = vec![0.5f32; n];
+    let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+    let (mut theta_raw, mut m_raw, mut v_raw) = (theta.clone(), m.clone(), v.clone());
+    let mut saw_subnormal = false;
+    for t in 1..=2_000u64 {
+        let g = if t == 1 { vec![1e-3f32, -2e-3, 5e-2, 1.0] } else { vec![0.0; n] };
+        let cfg = StepConfig { optim: ADAM, c: 0.0, omega: None, t };
+        fused_step_f32(Slices::plain(&mut theta, &g, &mut m, &mut v), &cfg);
+        assert!(m.iter().chain(&v).all(|x| !x.is_subnormal()), "step {t}: subnormal moment stored");
+        // Unflushed Adam, for comparison.
+        let Optim::Adam { lr, beta1, beta2, eps } = ADAM else { unreachable!() };
+        let (step, bc2) = engram_si::adam_scalars(lr, beta1, beta2, t);
+        for i in 0..n {
+            m_raw[i] = beta1 * m_raw[i] + (1.0 - beta1) * g[i];
+            v_raw[i] = beta2 * v_raw[i] + (1.0 - beta2) * g[i] * g[i];
+            theta_raw[i] -= step * (m_raw[i] / (v_raw[i].sqrt() / bc2 + eps));
+        }
+        saw_subnormal |= m_raw.iter().any(|x| x.is_subnormal());
+    }
+    assert!(saw_subnormal, "the unflushed moments did reach the subnormal range");
+    assert_eq!(m, vec![0.0; n], "m decayed to exactly zero");
+    assert_eq!(bits(&theta), bits(&theta_raw), "flushing does not move the parameters");
 }

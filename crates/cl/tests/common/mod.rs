@@ -102,6 +102,8 @@ pub fn cfg(method: Method) -> RunConfig {
         importance_samples: 50,
         seed: 7,
         eval_train: false,
+        memories: 32,
+        memory_strength: 0.5,
     }
 }
 
