@@ -197,12 +197,12 @@ pub fn table(diags: &[TaskDiagnostics]) -> String {
     let mut s = String::from(
         "SI diagnostics (training data; path integral: sum omega against the task-loss drop)\n\
          task        L start    L end   L drop  sum omega  ratio   term<0  term=0  term q50   term q99  \
-         Omega q50  Omega q99  pen share  drift\n",
+         Omega q50  Omega q99  pen share      drift\n",
     );
     for d in diags {
         s.push_str(&format!(
             "{:<10} {:>8.4} {:>8.4} {:>8.4} {:>10.4} {:>6.3} {:>7.1}% {:>6.1}% {:>9.2e} {:>10.2e} {:>10.2e} {:>10.2e} \
-             {:>8.1}% {:>6.4}\n",
+             {:>8.3}% {:>10.3e}\n",
             d.name,
             d.loss_start,
             d.loss_end,

@@ -22,6 +22,10 @@ pub enum FisherKind {
     Empirical,
     /// Labels sampled from the model's own predictive distribution (the true Fisher).
     True,
+    /// The square of the gradient of the MEAN loss over the samples (true labels): the GEM
+    /// paper's official EWC (`model/ewc.py`). A known, much weaker variant (the cross terms
+    /// between samples cancel): not a Fisher, kept to reproduce that code.
+    BatchMean,
 }
 
 /// Per-sample statistic to accumulate.
@@ -73,7 +77,8 @@ fn accumulate_stats<B: Backend>(
 }
 
 /// Diagonal Fisher of the task's (masked) predictive distribution at `theta`:
-/// `F_i = (1/N) sum_n (d log p(y_n | x_n) / d theta_i)^2` over up to `samples` training samples.
+/// `F_i = (1/N) sum_n (d log p(y_n | x_n) / d theta_i)^2` over up to `samples` training samples
+/// ([`FisherKind::BatchMean`]: `F_i = ((1/N) sum_n d log p(y_n | x_n) / d theta_i)^2`).
 #[allow(clippy::too_many_arguments)]
 pub fn fisher<B: Backend>(
     be: &B,
@@ -123,9 +128,24 @@ pub fn fisher<B: Backend>(
         // Sum over samples, so that each row's pre-activation gradient is that sample's own.
         let sum = tape.scale(mean, <B::T as engram_nn::Float>::from_f64_lossy(rows as f64));
         let grads = tape.backward(sum);
-        accumulate_stats(model, &tape, &trace, &grads, Stat::Square, &mut acc);
+        if kind == FisherKind::BatchMean {
+            // Sum the plain gradients; squared after the mean, below.
+            for (l, layer) in model.layers().iter().enumerate() {
+                for (var, range) in [(params[2 * l], layer.weight.clone()), (params[2 * l + 1], layer.bias.clone())] {
+                    let Some(g) = grads.get(var) else { continue };
+                    for (o, v) in acc[range].iter_mut().zip(be.to_vec(g)) {
+                        *o += engram_nn::Float::as_f64(v);
+                    }
+                }
+            }
+        } else {
+            accumulate_stats(model, &tape, &trace, &grads, Stat::Square, &mut acc);
+        }
     }
     let n = pos.len().max(1) as f64;
+    if kind == FisherKind::BatchMean {
+        return acc.iter().map(|&v| (v / n).powi(2) as f32).collect();
+    }
     acc.iter().map(|&v| (v / n) as f32).collect()
 }
 

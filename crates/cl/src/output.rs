@@ -55,6 +55,9 @@ pub fn run_json(spec: &ScenarioSpec, sc: &Scenario, cfg: &RunConfig, res: &RunRe
         v["R_train"] = json!(rt);
         v["acc_train"] = json!(mt.acc);
     }
+    if let Some(d) = &res.diagnostics {
+        v["diagnostics"] = Value::Array(d.iter().map(|t| t.json()).collect());
+    }
     if profile {
         v["profile"] = serde_json::to_value(&res.profile).expect("serializable profile");
     }

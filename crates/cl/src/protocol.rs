@@ -14,6 +14,28 @@ pub enum OptChoice {
     Sgd,
 }
 
+/// Initial weights (`--init`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitChoice {
+    /// PyTorch's `nn.Linear` default: weights and biases `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    #[default]
+    KaimingUniform,
+    /// Xavier/Glorot uniform, `U(-a, a)` with `a = sqrt(6/(fan_in+fan_out))`, and zero biases:
+    /// the GEM paper's official code (`model/common.py`).
+    XavierUniform,
+}
+
+impl InitChoice {
+    /// The engine's scheme.
+    pub fn scheme(self) -> engram_nn::InitScheme {
+        match self {
+            InitChoice::KaimingUniform => engram_nn::InitScheme::KaimingUniform,
+            InitChoice::XavierUniform => engram_nn::InitScheme::XavierUniform,
+        }
+    }
+}
+
 /// Default hyperparameters of a benchmark.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Defaults {
@@ -160,6 +182,8 @@ pub struct Overrides {
     pub reset_optimizer: Option<bool>,
     /// `--zero-output`.
     pub zero_output: Option<bool>,
+    /// `--init` (default: Kaiming-uniform, PyTorch's default, on every benchmark).
+    pub init: Option<InitChoice>,
     /// `--samples-per-task`.
     pub samples_per_task: Option<usize>,
     /// `--memories`.
@@ -201,6 +225,7 @@ pub fn resolve(
         hidden: o.hidden.unwrap_or(d.hidden),
         layers: o.layers.unwrap_or(d.layers),
         zero_output: o.zero_output.unwrap_or(d.zero_output),
+        init: o.init.unwrap_or_default(),
         reset_optimizer: o.reset_optimizer.unwrap_or(d.reset_optimizer),
         si_grad: si.0,
         si_relu: si.1,
@@ -212,6 +237,7 @@ pub fn resolve(
         eval_train,
         memories: o.memories.unwrap_or(d.memories),
         memory_strength: o.memory_strength.unwrap_or(d.memory_strength),
+        diagnose: false,
     };
     (cfg, o.samples_per_task.or(d.samples_per_task))
 }

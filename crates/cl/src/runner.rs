@@ -1,5 +1,6 @@
 //! The continual-learning loop: train on each task in turn, consolidate, evaluate every task.
 
+use crate::diagnose;
 use crate::episodic::{EpisodicMemory, Fill};
 use crate::gem::{self, Episodic};
 use crate::importance::{self, FisherKind};
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub layers: usize,
     /// Zero-initialise the output layer (SI paper, Split MNIST).
     pub zero_output: bool,
+    /// Distribution of the initial weights (`--init`; the GEM presets use Xavier-uniform).
+    pub init: crate::protocol::InitChoice,
     /// Reset the optimizer state at the start of each task.
     pub reset_optimizer: bool,
     /// SI: gradient of the path integral.
@@ -61,6 +64,10 @@ pub struct RunConfig {
     pub memories: usize,
     /// GEM: the margin `gamma` of the dual QP's bound `v >= gamma` (`--memory-strength`).
     pub memory_strength: f32,
+    /// SI only: record the per-task diagnostics of [`crate::diagnose`] (`--diagnose`). Costs
+    /// two forward passes over each task's training data and one sort of the importances.
+    #[serde(skip)]
+    pub diagnose: bool,
 }
 
 /// Seconds spent in each part of the run (`--profile`).
@@ -115,6 +122,9 @@ pub struct RunResult {
     pub strategy_state_bytes: usize,
     /// Number of model parameters.
     pub num_params: usize,
+    /// SI diagnostics per task, with `--diagnose`.
+    #[serde(skip)]
+    pub diagnostics: Option<Vec<crate::diagnose::TaskDiagnostics>>,
 }
 
 /// A failure during a run.
@@ -264,7 +274,7 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
     let sizes = layer_sizes(scenario, cfg);
     let model = Mlp::new(&sizes);
     let mut init_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut theta = model.init(&mut init_rng, Init { zero_output: cfg.zero_output });
+    let mut theta = model.init(&mut init_rng, Init { zero_output: cfg.zero_output, scheme: cfg.init.scheme() });
     let mut shuffle_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
     let mut sample_rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(0x2545_f491_4f6c_dd1d));
     let mut opt = Optimizer::new(cfg.optimizer, theta.len());
@@ -311,6 +321,8 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
     let mut per_task_seconds = Vec::new();
     let mut tape = Tape::new(be);
     let mut grad = vec![0f32; theta.len()];
+    let mut diagnostics = cfg.diagnose.then(Vec::new);
+    let mut share = diagnose::ShareTracker::default();
     let (mut xbuf, mut ybuf): (Vec<f32>, Vec<u32>) = (Vec::new(), Vec::new());
     let outputs = scenario.outputs;
     for (pi, phase) in phases.iter().enumerate() {
@@ -321,6 +333,10 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         // and its gradient 2c Omega (theta - theta*) are zero, so the step need not read Omega
         // and theta* (SI on the first task: 8 of its 44 bytes per parameter).
         let penalty_on = cfg.method.is_quadratic() && pen.big_omega.iter().any(|&o| o != 0.0);
+        // --diagnose: the task loss on the task's training data where the path integral starts.
+        let diag_loss_start = cfg.diagnose.then(|| {
+            diagnose::mean_loss(&model, &theta, &scenario.tasks[last_task].train, masks[last_task].as_ref(), 1000)
+        });
         if pi == 0 || cfg.reset_optimizer {
             opt.reset();
         }
@@ -406,6 +422,9 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
                 );
                 prof.consolidation_step += t3.elapsed().as_secs_f64();
                 let total = task_loss + penalty as f32;
+                if cfg.diagnose {
+                    share.record(task_loss as f64, penalty, steps * cfg.epochs);
+                }
                 if !total.is_finite() {
                     let cause = if !task_loss.is_finite() {
                         format!("the learning rate ({}) is too large for this model", cfg.optimizer.lr())
@@ -445,6 +464,14 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         // End of task: importance and consolidation.
         let t4 = Instant::now();
         let task = &scenario.tasks[last_task];
+        // --diagnose: what the path integral measured, before consolidation folds it in.
+        let diag_pre = diag_loss_start.map(|loss_start| {
+            let loss_end = diagnose::mean_loss(&model, &theta, &task.train, masks[last_task].as_ref(), 1000);
+            let omega_sum: f64 = pen.omega.iter().map(|&w| w as f64).sum();
+            let term = diagnose::Distribution::of(&diagnose::new_term(&theta, &pen.theta_star, &pen.omega, cfg.xi));
+            let drift = diagnose::weighted_drift(&theta, &pen.theta_star, &pen.big_omega);
+            (loss_start, loss_end, omega_sum, term, drift)
+        });
         match cfg.method {
             Method::Si => {
                 engram_si::end_of_task(&theta, &mut pen.omega, &mut pen.big_omega, &mut pen.theta_star, cfg.xi, relu)
@@ -480,6 +507,23 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         }
         if let Some(ep) = episodic.as_mut() {
             ep.memory.finish_task(&task.train, task.mask.as_deref(), scenario.outputs);
+        }
+        if let (Some((loss_start, loss_end, omega_sum, term, weighted_drift)), Some(d)) =
+            (diag_pre, diagnostics.as_mut())
+        {
+            let (penalty_share_mean, penalty_share_last, penalty_share_curve) = share.take();
+            d.push(diagnose::TaskDiagnostics {
+                name: name.clone(),
+                loss_start,
+                loss_end,
+                omega_sum,
+                term,
+                big_omega: diagnose::Distribution::of(&pen.big_omega),
+                penalty_share_mean,
+                penalty_share_last,
+                weighted_drift,
+                penalty_share_curve,
+            });
         }
         prof.importance += t4.elapsed().as_secs_f64();
         let t5 = Instant::now();
@@ -527,12 +571,16 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         profile: prof,
         strategy_state_bytes: pen.bytes() + episodic.as_ref().map_or(0, Episodic::bytes),
         num_params: theta.len(),
+        diagnostics,
     })
 }
 
 /// Rejects configurations that cannot run, with the flag named.
 pub fn validate(cfg: &RunConfig) -> Result<(), RunError> {
     let bad = |m: String| Err(RunError::Invalid(m));
+    if cfg.diagnose && cfg.method != Method::Si {
+        return bad(format!("--diagnose reports SI's path integral: it needs --method si, not {:?}", cfg.method));
+    }
     if cfg.epochs == 0 {
         return bad("--epochs must be at least 1".into());
     }

@@ -119,6 +119,32 @@ fn empirical_fisher_with_mask_matches_brute_force() {
     assert_eq!(got[last.bias.start + 1], 0.0);
 }
 
+/// The GEM code's EWC "Fisher" (`FisherKind::BatchMean`) = the square of the mean per-sample
+/// gradient, whatever the chunking; never above the empirical Fisher (Jensen).
+#[test]
+fn batch_mean_fisher_is_the_squared_mean_gradient() {
+    let (model, theta) = model_and_theta(11);
+    let v = view(&LABELS, None, 12);
+    let gs = per_sample_xent_grads(&model, &theta, &v, None, |_, y| y);
+    let want: Vec<f64> = mean_of(&gs, |g| g).iter().map(|m| m * m).collect();
+    assert!(want.iter().filter(|&&w| w > 0.0).count() > model.num_params() / 2, "a non-trivial check");
+    let be = Cpu::<f32>::new();
+    let emp = fisher(&be, &model, &theta, &v, None, FisherKind::Empirical, 1000, 256, &mut rng(0));
+    for chunk in [1, 4, 11, 256] {
+        let got = fisher(&be, &model, &theta, &v, None, FisherKind::BatchMean, 1000, chunk, &mut rng(0));
+        let err = max_rel(&got, &want, 1e-6);
+        assert!(err < 1e-3, "chunk {chunk}: relative error {err}");
+        for (b, e) in got.iter().zip(&emp) {
+            assert!(*b <= e * (1.0 + 1e-4) + 1e-9, "batch-mean {b} above empirical {e}");
+        }
+    }
+    // One sample: the two coincide.
+    let one = View { indices: Some(vec![3]), ..v.clone() };
+    let a = fisher(&be, &model, &theta, &one, None, FisherKind::BatchMean, 1000, 4, &mut rng(0));
+    let b = fisher(&be, &model, &theta, &one, None, FisherKind::Empirical, 1000, 4, &mut rng(0));
+    assert!(max_rel(&a, &b.iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-6) < 1e-4);
+}
+
 /// With `samples` below the view's size, the Fisher is the mean over exactly `samples` samples:
 /// on a view of identical samples it equals the single-sample value, whatever the count.
 #[test]

@@ -74,6 +74,7 @@ fn run_json_has_the_documented_keys() {
         "xi",
         "method",
         "zero_output",
+        "init",
         "reset_optimizer",
         "si_grad",
         "si_relu",

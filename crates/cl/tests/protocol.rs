@@ -1,7 +1,7 @@
 //! protocol::defaults and protocol::resolve: the published settings and how overrides apply.
 
 use engram_cl::importance::FisherKind;
-use engram_cl::protocol::{defaults, resolve, OptChoice, Overrides};
+use engram_cl::protocol::{defaults, resolve, InitChoice, OptChoice, Overrides};
 use engram_cl::runner::validate;
 use engram_cl::scenario::ScenarioKind;
 use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
@@ -56,6 +56,7 @@ fn resolve_applies_defaults_and_overrides() {
             let (c, spt) = resolved(k, m, &Overrides::default());
             validate(&c).unwrap_or_else(|e| panic!("{k:?} {m:?}: {e}"));
             assert_eq!(c.method, m);
+            assert_eq!(c.init, InitChoice::KaimingUniform, "PyTorch's default unless --init says otherwise");
             assert_eq!((c.hidden, c.layers, c.batch, c.epochs), (d.hidden, d.layers, d.batch, d.epochs));
             assert_eq!((c.strength, c.xi, c.optimizer.lr()), (d.strength, d.xi, d.lr));
             assert_eq!(c.c, if m == Method::Ewc { d.strength / 2.0 } else { d.strength });
@@ -79,6 +80,7 @@ fn resolve_applies_defaults_and_overrides() {
         layers: Some(3),
         reset_optimizer: Some(false),
         zero_output: Some(false),
+        init: Some(InitChoice::XavierUniform),
         samples_per_task: Some(11),
         memories: Some(13),
         memory_strength: Some(0.25),
@@ -89,6 +91,7 @@ fn resolve_applies_defaults_and_overrides() {
     assert_eq!(c.optimizer, OptimizerKind::Sgd { lr: 0.2 });
     assert_eq!((c.epochs, c.batch, c.hidden, c.layers), (1, 5, 9, 3));
     assert!(!c.reset_optimizer && !c.zero_output);
+    assert_eq!(c.init, InitChoice::XavierUniform);
     assert_eq!(spt, Some(11));
     let (c, _) = resolved(
         ScenarioKind::RotatedMnist,

@@ -287,3 +287,36 @@ fn divergence_in_the_last_step_is_reported() {
         other => panic!("expected NonFiniteParams, got {:?}", other.map(|r| r.r)),
     }
 }
+
+/// `--diagnose`: with full-batch gradient descent at a small step (one batch per task, plain
+/// SGD), the path integral sum omega equals the drop of the task loss measured on the training
+/// data within 5% on every task (SI eq. (3): the discretised line integral of the gradient);
+/// the records have the documented shape, and other methods are refused.
+#[test]
+fn diagnose_path_integral_matches_the_loss_drop() {
+    let sc = split_scenario(3, 200, 60);
+    let c = RunConfig {
+        optimizer: OptimizerKind::Sgd { lr: 0.005 },
+        batch: 10_000,
+        epochs: 30,
+        diagnose: true,
+        ..cfg(Method::Si)
+    };
+    let res = run_ok(&sc, &c);
+    let d = res.diagnostics.as_ref().expect("diagnostics recorded");
+    assert_eq!(d.len(), 3);
+    for (t, task) in d.iter().enumerate() {
+        let drop = task.loss_start - task.loss_end;
+        assert!(drop > 0.01, "task {t}: the loss must drop, got {drop}");
+        assert!((task.ratio() - 1.0).abs() < 0.05, "task {t}: sum omega {} vs drop {drop}", task.omega_sum);
+        assert_eq!(task.penalty_share_curve.len(), 30, "one sample per step when a task has <= 50 steps");
+        assert!(task.big_omega.frac_negative == 0.0, "the official relu keeps Omega >= 0");
+    }
+    assert_eq!(d[0].weighted_drift, 0.0, "no importance before the first consolidation");
+    assert!(d[1].weighted_drift > 0.0 && d[1].penalty_share_mean > 0.0);
+    assert!(run_ok(&sc, &RunConfig { diagnose: false, ..c.clone() }).diagnostics.is_none());
+    for m in [Method::Finetune, Method::Ewc] {
+        let e = validate(&RunConfig { diagnose: true, ..cfg(m) }).unwrap_err().to_string();
+        assert!(e.contains("--diagnose"), "{e}");
+    }
+}

@@ -242,7 +242,9 @@ fn jobs(preset: Preset, eval_train: bool) -> Vec<Job> {
 }
 
 /// The GEM paper's protocols (PROTOCOLS.md): 20 tasks of 1000 samples, 784-100-100-10, plain
-/// SGD, batch 10, one epoch; the learning rates of the official run script.
+/// SGD, batch 10, one epoch; the learning rates of the official run script; and, as the official
+/// code's `MLP` (model/common.py, `Xavier`, applied to every method), Xavier-uniform weights with
+/// zero biases rather than PyTorch's Kaiming-uniform default.
 fn gem_jobs(kind: ScenarioKind, eval_train: bool) -> Vec<Job> {
     let rot = kind == ScenarioKind::RotatedMnist;
     let base = Overrides {
@@ -254,6 +256,7 @@ fn gem_jobs(kind: ScenarioKind, eval_train: bool) -> Vec<Job> {
         samples_per_task: Some(1000),
         reset_optimizer: Some(false),
         zero_output: Some(false),
+        init: Some(protocol::InitChoice::XavierUniform),
         ..Overrides::default()
     };
     let mk = |method, lr: f32, extra: Overrides| {
@@ -273,15 +276,16 @@ fn gem_jobs(kind: ScenarioKind, eval_train: bool) -> Vec<Job> {
     } else {
         vec![p("acc", 0.573, official), p("acc", 0.602, paper), p("bwt", -0.198, paper)]
     };
-    // EWC: the official script's learning rate (0.01 rotations, 0.1 permutations) and Fisher
-    // sample count (1000 / 10). Its Fisher is the squared gradient of the mean loss over those
-    // samples and its penalty memory_strength * sum F (theta - theta*)^2 with strength 1000 /
-    // 3; ours is the per-sample empirical Fisher, a far larger quantity, so lambda is ours
-    // (EWC_LAMBDA_*): the official strengths make SGD diverge with it. Rotations: 100 (10 and
-    // 100 tried, seed 0); permutations: 0.1 (10 diverged at lr 0.1; not tuned further).
+    // EWC as the official code (model/ewc.py, run script): lr 0.01 rotations / 0.1
+    // permutations; "Fisher" = the square of the gradient of the MEAN loss over the task's first
+    // n_memories samples (1000 rotations: the whole task; 10 permutations), our
+    // FisherKind::BatchMean over as many samples drawn from the task; penalty memory_strength *
+    // sum F (theta - theta*)^2 per past task with memory_strength 1000 / 3. Ours is
+    // (lambda / 2) sum F (theta - theta*)^2, so lambda = 2 * memory_strength (EWC_LAMBDA_*).
     let ewc_o = Overrides { strength: Some(if rot { EWC_LAMBDA_ROT } else { EWC_LAMBDA_PERM }), ..base.clone() };
     let mut ewc = mk(Method::Ewc, if rot { 0.01 } else { 0.1 }, ewc_o);
     ewc.cfg.importance_samples = if rot { 1000 } else { 10 };
+    ewc.cfg.fisher = FisherKind::BatchMean;
     ewc.published = if rot {
         vec![p("acc", 0.546, paper), p("bwt", -0.205, paper)]
     } else {
@@ -307,10 +311,11 @@ fn gem_jobs(kind: ScenarioKind, eval_train: bool) -> Vec<Job> {
     vec![single, ewc, gem, agem]
 }
 
-/// EWC's lambda on the GEM rotations protocol with our per-sample Fisher (see [`gem_jobs`]).
-const EWC_LAMBDA_ROT: f32 = 100.0;
-/// EWC's lambda on the GEM permutations protocol with our per-sample Fisher.
-const EWC_LAMBDA_PERM: f32 = 0.1;
+/// EWC's lambda on the GEM rotations protocol: twice the official memory_strength 1000 (our
+/// penalty has lambda / 2, theirs none; see [`gem_jobs`]).
+const EWC_LAMBDA_ROT: f32 = 2000.0;
+/// EWC's lambda on the GEM permutations protocol: twice the official memory_strength 3.
+const EWC_LAMBDA_PERM: f32 = 6.0;
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
@@ -330,11 +335,13 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     let name = a.preset.to_possible_value().expect("named").get_name().to_string();
     let total_runs = jobs.len() as u64 * a.seeds;
     // Expected time, from a short calibration of each job's training step.
+    // A job whose scenario cannot be built is left out here; its runs fail and are reported.
     let mut expected = 0.0;
     for j in &jobs {
-        let sc = shared.scenario(&j.spec)?;
-        let secs = engram_cl::runner::estimate_seconds(&sc, &j.cfg, 5);
-        expected += secs * a.seeds as f64;
+        if let Ok(sc) = shared.scenario(&j.spec) {
+            let secs = engram_cl::runner::estimate_seconds(&sc, &j.cfg, 5);
+            expected += secs * a.seeds as f64;
+        }
     }
     eprintln!(
         "engram reproduce {name}: {} configuration(s) x {} seed(s) = {total_runs} run(s); expected time on this machine about {}",
@@ -346,15 +353,27 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     let mut runs_json = Vec::new();
     let mut results: Vec<Vec<serde_json::Value>> = vec![Vec::new(); jobs.len()];
     let mut times: Vec<Vec<(f64, engram_cl::runner::Profile)>> = vec![Vec::new(); jobs.len()];
+    // Runs that failed (an error or a panic), per job: (seed, message). The others go on.
+    let mut failures: Vec<Vec<(u64, String)>> = vec![Vec::new(); jobs.len()];
     for seed in 0..a.seeds {
         for (ji, j) in jobs.iter().enumerate() {
             let mut spec = j.spec.clone();
             spec.seed = seed;
             let mut cfg = j.cfg.clone();
             cfg.seed = seed;
-            let sc = shared.scenario(&spec)?;
             let label = format!("[{} seed {seed}] ", j.label);
-            let res = execute(&sc, &cfg, a.quiet, &label)?;
+            let (sc, res) = match run_one(&shared, &spec, &cfg, a.quiet, &label) {
+                Ok(x) => x,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    eprintln!("{label}FAILED: {msg}");
+                    runs_json.push(json!({
+                        "label": j.label, "seed": seed, "method": cfg.method.name(), "failed": true, "error": msg,
+                    }));
+                    failures[ji].push((seed, msg));
+                    continue;
+                }
+            };
             if a.verbose {
                 print_result(&sc, &cfg, &res, false);
             }
@@ -379,7 +398,21 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         "{:<24} {:<10} {:>16} {:>10}  source of the published figure",
         "method", "metric", "ours (mean ± sd)", "published"
     );
-    for (j, runs) in jobs.iter().zip(&results) {
+    for ((j, runs), failed) in jobs.iter().zip(&results).zip(&failures) {
+        if !failed.is_empty() {
+            println!(
+                "{:<24} {:<10} {:>16} {:>10}  {}",
+                j.label,
+                "FAILED",
+                format!("{} of {} runs", failed.len(), failed.len() + runs.len()),
+                "",
+                failed.iter().map(|(s, e)| format!("seed {s}: {e}")).collect::<Vec<_>>().join("; ")
+            );
+            summary.push(json!({
+                "method": j.label, "failed_runs": failed.len(), "n": runs.len(),
+                "errors": failed.iter().map(|(s, e)| json!({"seed": s, "error": e})).collect::<Vec<_>>(),
+            }));
+        }
         let mut metrics: Vec<&str> = vec!["acc", "bwt", "forgetting"];
         if j.cfg.method.is_episodic() || matches!(a.preset, Preset::GemRotatedMnist | Preset::GemPermutedMnist) {
             metrics.extend(["bwt_gem", "fwt"]);
@@ -433,7 +466,11 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         "time per run (s)", "wall", "training", "memory g", "projection", "evaluation", "other"
     );
     for (j, ts) in jobs.iter().zip(&times) {
-        let n = ts.len().max(1) as f64;
+        if ts.is_empty() {
+            println!("{:<24} {:>9}", j.label, "failed");
+            continue;
+        }
+        let n = ts.len() as f64;
         let mean = |f: &dyn Fn(&(f64, engram_cl::runner::Profile)) -> f64| ts.iter().map(f).sum::<f64>() / n;
         let wall = mean(&|t| t.0);
         let eval = mean(&|t| t.1.evaluation);
@@ -458,7 +495,38 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         write_json_atomic(path, &json!({ "preset": name, "seeds": a.seeds, "runs": runs_json, "summary": summary }))?;
         println!("wrote {}", path.display());
     }
+    let failed: usize = failures.iter().map(Vec::len).sum();
+    if failed > 0 {
+        bail!("{failed} of {total_runs} run(s) failed (reported above; the others completed)");
+    }
     Ok(())
+}
+
+/// Builds the scenario and trains one run; an error or a panic comes back as an error, so that
+/// `reproduce` can report the run as failed and go on with the others.
+fn run_one(
+    shared: &Shared,
+    spec: &ScenarioSpec,
+    cfg: &RunConfig,
+    quiet: bool,
+    label: &str,
+) -> Result<(engram_cl::scenario::Scenario, engram_cl::runner::RunResult)> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_> {
+        let sc = shared.scenario(spec)?;
+        let res = execute(&sc, cfg, quiet, label)?;
+        Ok((sc, res))
+    }));
+    match attempt {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            bail!("panicked: {msg}")
+        }
+    }
 }
 
 fn human(s: f64) -> String {

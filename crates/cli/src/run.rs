@@ -4,7 +4,7 @@ use crate::common::{progress, write_json_atomic, ComputeArgs, DataArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engram_cl::importance::FisherKind;
-use engram_cl::protocol::{self, OptChoice, Overrides};
+use engram_cl::protocol::{self, InitChoice, OptChoice, Overrides};
 use engram_cl::runner::{self, Event, RunConfig, RunResult};
 use engram_cl::scenario::{self, Scenario, ScenarioKind, ScenarioSpec, Setting};
 use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
@@ -76,6 +76,12 @@ pub struct RunArgs {
     /// Zero-initialise the output layer (default: yes on split-mnist, as the SI paper).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub zero_output: Option<bool>,
+    /// Initial weights: kaiming-uniform (PyTorch's nn.Linear default, weights and biases
+    /// U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or xavier-uniform (Glorot, U(-a, a) with
+    /// a = sqrt(6/(fan_in+fan_out)), biases 0: the GEM paper's official code, used by the
+    /// gem-rotated-mnist and gem-permuted-mnist presets). Default: kaiming-uniform.
+    #[arg(long, value_enum, value_name = "SCHEME")]
+    pub init: Option<InitChoice>,
     /// SI: which gradient feeds the path integral (task: the official code).
     #[arg(long, value_enum, default_value_t = SiGrad::Task)]
     pub si_grad: SiGrad,
@@ -111,6 +117,13 @@ pub struct RunArgs {
     /// Add the time split (forward, backward, consolidation step, importance, evaluation).
     #[arg(long)]
     pub profile: bool,
+    /// SI diagnostics per task (needs --method si): sum of omega against the drop of the task
+    /// loss on the training data (the path-integral identity), the distribution of the new
+    /// importance term before any relu and of Omega after, the penalty's share of the loss, and
+    /// the drift |theta - theta*| weighted by Omega. Printed, and under `diagnostics` in --out.
+    /// The identity is tightest with plain SGD, a small --lr and a large --batch.
+    #[arg(long)]
+    pub diagnose: bool,
     /// Write the run as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -186,6 +199,7 @@ impl RunArgs {
             layers: self.layers,
             reset_optimizer: self.reset_optimizer,
             zero_output: self.zero_output,
+            init: self.init,
             samples_per_task: self.samples_per_task,
             memories: self.memories,
             memory_strength: self.memory_strength,
@@ -200,6 +214,7 @@ impl RunArgs {
             self.importance_samples,
             self.eval_train,
         );
+        let cfg = RunConfig { diagnose: self.diagnose, ..cfg };
         runner::validate(&cfg)?;
         let mut spec = ScenarioSpec::new(self.scenario);
         spec.setting = self.setting;
@@ -300,6 +315,9 @@ pub fn print_result(sc: &Scenario, cfg: &RunConfig, res: &RunResult, profile: bo
             res.strategy_state_bytes as f64 / 1048576.0,
             res.num_params
         );
+    }
+    if let Some(d) = &res.diagnostics {
+        print!("{}", engram_cl::diagnose::table(d));
     }
     if profile {
         let p = &res.profile;

@@ -1,6 +1,6 @@
 //! Dense layers, the multi-layer perceptron, and the masked loss.
 
-use crate::init::{kaiming_uniform, Init};
+use crate::init::{kaiming_uniform, xavier_uniform, Init, InitScheme};
 use engram_tape::{Backend, Tape, Var};
 use rand::Rng;
 use std::ops::Range;
@@ -93,7 +93,8 @@ impl Mlp {
         *self.sizes.last().expect("non-empty")
     }
 
-    /// Fresh parameters: PyTorch-default Kaiming-uniform everywhere, optionally a zero output layer.
+    /// Fresh parameters drawn as `init.scheme` says (PyTorch-default Kaiming-uniform unless told
+    /// otherwise; Xavier-uniform leaves the biases at zero), optionally a zero output layer.
     pub fn init(&self, rng: &mut impl Rng, init: Init) -> Vec<f32> {
         let mut theta = vec![0f32; self.num_params];
         let last = self.layers.len() - 1;
@@ -101,8 +102,15 @@ impl Mlp {
             if i == last && init.zero_output {
                 continue;
             }
-            kaiming_uniform(rng, l.fan_in, &mut theta[l.weight.clone()]);
-            kaiming_uniform(rng, l.fan_in, &mut theta[l.bias.clone()]);
+            match init.scheme {
+                InitScheme::KaimingUniform => {
+                    kaiming_uniform(rng, l.fan_in, &mut theta[l.weight.clone()]);
+                    kaiming_uniform(rng, l.fan_in, &mut theta[l.bias.clone()]);
+                }
+                InitScheme::XavierUniform => {
+                    xavier_uniform(rng, l.fan_in, l.fan_out, &mut theta[l.weight.clone()]);
+                }
+            }
         }
         theta
     }

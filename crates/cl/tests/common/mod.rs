@@ -93,6 +93,7 @@ pub fn cfg(method: Method) -> RunConfig {
         hidden: 16,
         layers: 1,
         zero_output: false,
+        init: engram_cl::protocol::InitChoice::KaimingUniform,
         reset_optimizer: true,
         si_grad: SiGrad::Task,
         si_relu: SiRelu::Official,
@@ -104,6 +105,7 @@ pub fn cfg(method: Method) -> RunConfig {
         eval_train: false,
         memories: 32,
         memory_strength: 0.5,
+        diagnose: false,
     }
 }
 
