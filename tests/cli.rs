@@ -85,6 +85,8 @@ fn bad_arguments_are_refused() {
         (&["run", "--scenario", "split-mnist", "--method", "si", "--xi", "0"], "--xi"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--epochs", "0"], "--epochs"),
         (&["run", "--scenario", "split-mnist", "--method", "ewc", "--c", "1"], "--lambda"),
+        (&["run", "--scenario", "split-mnist", "--method", "finetune", "--si-variant", "prev-step"], "--si-variant"),
+        (&["run", "--scenario", "split-mnist", "--method", "si", "--si-variant", "nope"], "nope"),
         (&["train", "--epochs", "0"], "--epochs"),
         (&["train", "--lr", "nan"], "--lr"),
     ];

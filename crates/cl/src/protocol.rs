@@ -229,6 +229,7 @@ pub fn resolve(
         reset_optimizer: o.reset_optimizer.unwrap_or(d.reset_optimizer),
         si_grad: si.0,
         si_relu: si.1,
+        si_variant: crate::strategy::SiVariant::Official,
         fisher: ewc.0,
         ewc_mode: ewc.1,
         gamma: ewc.2,

@@ -6,7 +6,7 @@ use crate::gem::{self, Episodic};
 use crate::importance::{self, FisherKind};
 use crate::metrics::{self, Metrics};
 use crate::scenario::{Scenario, View};
-use crate::strategy::{EwcMode, Method, Penalty, SiGrad, SiRelu};
+use crate::strategy::{EwcMode, Method, Penalty, SiGrad, SiRelu, SiVariant};
 use engram_nn::{Backend, Cpu, Init, Mlp, Optimizer, OptimizerKind, Tape, TaskMask};
 use engram_si::{OmegaGrad, ReluPlacement, Slices};
 use rand::seq::SliceRandom;
@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub si_grad: SiGrad,
     /// SI: relu placement.
     pub si_relu: SiRelu,
+    /// SI: the official path integral, or a known reimplementation mistake (`--si-variant`).
+    pub si_variant: SiVariant,
     /// EWC: empirical or true Fisher.
     pub fisher: FisherKind,
     /// EWC: separate penalties or online.
@@ -316,6 +318,16 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         SiRelu::PerTask => ReluPlacement::PerTaskTerm,
     };
 
+    // SI variants (`--si-variant`). PrevStep: the step runs without omega accumulation and the
+    // runner adds -g(k) * delta(k-1) itself, delta measured as theta after - theta before the step
+    // (as the fused step does). FromInit: the initial theta, where Delta is (wrongly) measured from.
+    let si = cfg.method == Method::Si;
+    let prev_step = si && cfg.si_variant == SiVariant::PrevStep;
+    let mut prev_delta = if prev_step { vec![0f32; theta.len()] } else { Vec::new() };
+    let mut theta_before = if prev_step { vec![0f32; theta.len()] } else { Vec::new() };
+    let theta_init = if si && cfg.si_variant == SiVariant::FromInit { theta.clone() } else { Vec::new() };
+    let step_omega_mode = if prev_step { None } else { omega_mode };
+
     let mut r = Vec::new();
     let mut r_train = cfg.eval_train.then(Vec::new);
     let mut per_task_seconds = Vec::new();
@@ -340,6 +352,8 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         if pi == 0 || cfg.reset_optimizer {
             opt.reset();
         }
+        // PrevStep: no previous step at the start of a task.
+        prev_delta.fill(0.0);
         // (task, position) pairs of this phase's training samples.
         let mut samples: Vec<(u32, u32)> = phase
             .iter()
@@ -407,7 +421,10 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
                     t3 = Instant::now();
                 }
 
-                let scfg = opt.next_config(if penalty_on { cfg.c } else { 0.0 }, omega_mode);
+                let scfg = opt.next_config(if penalty_on { cfg.c } else { 0.0 }, step_omega_mode);
+                if prev_step {
+                    theta_before.copy_from_slice(&theta);
+                }
                 let penalty = engram_si::fused_step_f32(
                     Slices {
                         theta: &mut theta,
@@ -420,6 +437,17 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
                     },
                     &scfg,
                 );
+                if prev_step {
+                    prev_step_accumulate(
+                        &mut pen,
+                        &theta,
+                        &theta_before,
+                        &grad,
+                        &mut prev_delta,
+                        cfg.si_grad == SiGrad::Total && penalty_on,
+                        cfg.c,
+                    );
+                }
                 prof.consolidation_step += t3.elapsed().as_secs_f64();
                 let total = task_loss + penalty as f32;
                 if cfg.diagnose {
@@ -473,6 +501,12 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
             (loss_start, loss_end, omega_sum, term, drift)
         });
         match cfg.method {
+            Method::Si if cfg.si_variant == SiVariant::FromInit => {
+                // Delta measured from the initialisation; the next task's anchor is still theta.
+                let mut start = theta_init.clone();
+                engram_si::end_of_task(&theta, &mut pen.omega, &mut pen.big_omega, &mut start, cfg.xi, relu);
+                pen.theta_star.copy_from_slice(&theta);
+            }
             Method::Si => {
                 engram_si::end_of_task(&theta, &mut pen.omega, &mut pen.big_omega, &mut pen.theta_star, cfg.xi, relu)
             }
@@ -569,10 +603,34 @@ pub fn run(scenario: &Scenario, cfg: &RunConfig, mut on_event: impl FnMut(Event)
         per_task_seconds,
         peak_rss_bytes: peak_rss_bytes(),
         profile: prof,
-        strategy_state_bytes: pen.bytes() + episodic.as_ref().map_or(0, Episodic::bytes),
+        strategy_state_bytes: pen.bytes()
+            + episodic.as_ref().map_or(0, Episodic::bytes)
+            + 4 * (prev_delta.len() + theta_before.len() + theta_init.len()),
         num_params: theta.len(),
         diagnostics,
     })
+}
+
+/// SI's off-by-one variant ([`SiVariant::PrevStep`]), after a step taken without omega
+/// accumulation: `omega -= g_used(k) * delta(k-1)`, then `delta(k-1) <- theta - theta_before`.
+/// `g_used` is the task gradient `g`, or with `total` the total gradient
+/// `g + 2c Omega (theta_before - theta*)` (as the fused step's [`SiGrad::Total`]).
+#[allow(clippy::needless_range_loop)]
+pub fn prev_step_accumulate(
+    pen: &mut Penalty,
+    theta: &[f32],
+    theta_before: &[f32],
+    g: &[f32],
+    prev_delta: &mut [f32],
+    total: bool,
+    c: f32,
+) {
+    let two_c = 2.0 * c;
+    for i in 0..theta.len() {
+        let gu = if total { g[i] + (two_c * pen.big_omega[i]) * (theta_before[i] - pen.theta_star[i]) } else { g[i] };
+        pen.omega[i] -= gu * prev_delta[i];
+        prev_delta[i] = theta[i] - theta_before[i];
+    }
 }
 
 /// Rejects configurations that cannot run, with the flag named.
@@ -580,6 +638,9 @@ pub fn validate(cfg: &RunConfig) -> Result<(), RunError> {
     let bad = |m: String| Err(RunError::Invalid(m));
     if cfg.diagnose && cfg.method != Method::Si {
         return bad(format!("--diagnose reports SI's path integral: it needs --method si, not {:?}", cfg.method));
+    }
+    if cfg.si_variant != SiVariant::Official && cfg.method != Method::Si {
+        return bad(format!("--si-variant changes SI's path integral: it needs --method si, not {:?}", cfg.method));
     }
     if cfg.epochs == 0 {
         return bad("--epochs must be at least 1".into());

@@ -83,6 +83,24 @@ pub enum SiRelu {
     PerTask,
 }
 
+/// How SI's path integral and its normalisation are computed: the official arithmetic, or one
+/// of the mistakes seen in reimplementations (PROTOCOLS.md, "Synaptic Intelligence, exactly"),
+/// kept to measure what each costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiVariant {
+    /// As the official code: `omega -= g(k) * delta(k)`, the gradient of step k times the change
+    /// that step k made; `Delta` measured from the start of the task.
+    #[default]
+    Official,
+    /// Off by one step: `omega -= g(k) * delta(k-1)`, the gradient times the PREVIOUS step's
+    /// change (zero at the first step of each task).
+    PrevStep,
+    /// The anchor mix-up: `Delta` in `Omega += omega / (Delta^2 + xi)` measured from the
+    /// initialisation instead of the task's start (the penalty's anchor is still the task's end).
+    FromInit,
+}
+
 /// Which gradient feeds SI's path integral.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

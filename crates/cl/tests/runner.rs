@@ -4,10 +4,10 @@ mod common;
 
 use common::{cfg, split_scenario, ALL_METHODS};
 use engram_cl::metrics;
-use engram_cl::runner::{estimate_seconds, run, validate, Event, RunConfig, RunError, RunResult};
+use engram_cl::runner::{estimate_seconds, prev_step_accumulate, run, validate, Event, RunConfig, RunError, RunResult};
 use engram_cl::scenario::{build, Scenario, ScenarioKind, ScenarioSpec};
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
-use engram_nn::OptimizerKind;
+use engram_cl::strategy::{EwcMode, Method, Penalty, SiGrad, SiRelu, SiVariant};
+use engram_nn::{Optimizer, OptimizerKind};
 
 fn run_ok(sc: &Scenario, c: &RunConfig) -> RunResult {
     run(sc, c, |_| {}).unwrap_or_else(|e| panic!("{:?}: {e}", c.method))
@@ -319,4 +319,84 @@ fn diagnose_path_integral_matches_the_loss_drop() {
         let e = validate(&RunConfig { diagnose: true, ..cfg(m) }).unwrap_err().to_string();
         assert!(e.contains("--diagnose"), "{e}");
     }
+}
+
+/// `--si-variant`: every variant runs; prev-step and from-init change the arithmetic, so their
+/// importances and their R differ from official SI's; official is the default; non-SI methods
+/// refuse a variant. The fake images make accuracies coarse (0, 0.5 or 1 on these tasks), so R
+/// is compared class-incrementally (no masks, where old tasks' accuracies depend on Omega) and
+/// Omega itself is compared through `--diagnose`'s distribution after task 2 (from-init's Omega
+/// equals official's after task 1, whose start is the initialisation).
+#[test]
+fn si_variant_prev_step_and_from_init_change_r() {
+    let mut sc = split_scenario(3, 100, 60);
+    sc.tasks.iter_mut().for_each(|t| t.mask = None);
+    let base = RunConfig {
+        c: 5.0,
+        strength: 5.0,
+        epochs: 3,
+        optimizer: OptimizerKind::adam(1e-2),
+        diagnose: true,
+        ..cfg(Method::Si)
+    };
+    assert_eq!(cfg(Method::Si).si_variant, SiVariant::Official);
+    let official = run_ok(&sc, &base);
+    let omega_of = |r: &RunResult| r.diagnostics.as_ref().expect("diagnostics")[1].big_omega.clone();
+    for v in [SiVariant::PrevStep, SiVariant::FromInit] {
+        let res = run_ok(&sc, &RunConfig { si_variant: v, ..base.clone() });
+        assert_eq!(res.r.len(), 3);
+        assert!(res.r[0][0] > 0.7, "{v:?}: {:?}", res.r);
+        assert_ne!(omega_of(&res), omega_of(&official), "{v:?} must change Omega");
+        assert_ne!(bits(&res.r), bits(&official.r), "{v:?} must change R: {:?} vs {:?}", res.r, official.r);
+    }
+    // Official twice: bit-identical (the variants' differences are not noise).
+    assert_eq!(bits(&run_ok(&sc, &base).r), bits(&official.r));
+    // Task-incremental (the preset's setting), each variant runs and learns every task.
+    let masked = split_scenario(3, 100, 60);
+    for v in [SiVariant::Official, SiVariant::PrevStep, SiVariant::FromInit] {
+        let res = run_ok(&masked, &RunConfig { si_variant: v, ..cfg(Method::Si) });
+        assert!((0..3).all(|t| res.r[t][t] > 0.7), "{v:?}: {:?}", res.r);
+    }
+    for m in [Method::Finetune, Method::Ewc] {
+        let e = validate(&RunConfig { si_variant: SiVariant::PrevStep, ..cfg(m) }).unwrap_err().to_string();
+        assert!(e.contains("--si-variant"), "{e}");
+    }
+}
+
+/// PrevStep's arithmetic by hand: two plain SGD steps (lr 0.5, values exact in f32) give
+/// omega = -g2 * delta1 - g1 * 0 (no previous step at the first), and keep delta2 for the next;
+/// with the total gradient, g2 + 2c Omega (theta1 - theta*) replaces g2.
+#[test]
+fn prev_step_omega_after_two_sgd_steps() {
+    let theta0 = vec![1.0f32, -2.0, 0.25];
+    let (g1, g2) = ([0.5f32, -0.25, 2.0], [1.5f32, 0.75, -1.0]);
+    let mut pen = Penalty::new(Method::Si, &theta0);
+    let mut opt = Optimizer::new(OptimizerKind::Sgd { lr: 0.5 }, 3);
+    let mut theta = theta0.clone();
+    let mut prev = vec![0f32; 3];
+    let mut before = theta.clone();
+    opt.step(&mut theta, &g1);
+    prev_step_accumulate(&mut pen, &theta, &before, &g1, &mut prev, false, 1.0);
+    assert_eq!(pen.omega, vec![0.0; 3], "first step: previous change is 0");
+    let delta1 = [-0.25f32, 0.125, -1.0];
+    assert_eq!(prev, delta1);
+    before.copy_from_slice(&theta);
+    opt.step(&mut theta, &g2);
+    prev_step_accumulate(&mut pen, &theta, &before, &g2, &mut prev, false, 1.0);
+    let want: Vec<f32> = (0..3).map(|i| -g2[i] * delta1[i] - g1[i] * 0.0).collect();
+    assert_eq!(pen.omega, want);
+    assert_eq!(pen.omega, vec![0.375, -0.09375, -1.0]);
+    assert_eq!(prev, vec![-0.75, -0.375, 0.5]);
+    // The official path integral of the same two steps differs: -g1 d1 - g2 d2.
+    let official: Vec<f32> = (0..3).map(|i| -g1[i] * delta1[i] - g2[i] * prev[i]).collect();
+    assert_ne!(pen.omega, official);
+
+    // Total gradient: Omega = 1, theta* = 0, c = 0.5, so G2 = g2 + theta1.
+    let mut pen = Penalty::new(Method::Si, &[0.0; 3]);
+    pen.big_omega.fill(1.0);
+    let theta1 = [0.75f32, -1.875, -0.75];
+    let theta2: Vec<f32> = (0..3).map(|i| theta1[i] - 0.5 * g2[i]).collect();
+    let mut prev = delta1.to_vec();
+    prev_step_accumulate(&mut pen, &theta2, &theta1, &g2, &mut prev, true, 0.5);
+    assert_eq!(pen.omega, vec![0.5625, 0.140625, -1.75]);
 }

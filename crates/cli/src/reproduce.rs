@@ -10,7 +10,7 @@ use engram_cl::output;
 use engram_cl::protocol::{self, Overrides};
 use engram_cl::runner::RunConfig;
 use engram_cl::scenario::{ScenarioKind, ScenarioSpec, Setting};
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
+use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,6 +24,12 @@ pub enum Preset {
     /// Zenke et al. 2017, Permuted MNIST: SI (c = 0.1, xi = 0.1) and fine-tuning; 10 tasks,
     /// 784-2000-2000, Adam 1e-3, batch 256, 20 epochs. Several hours on a 2-core CPU.
     SiPermutedMnist,
+    /// The SI variants people implement (PROTOCOLS.md, "Seen in the wild"), side by side on
+    /// Split MNIST with the SI paper's protocol (as si-split-mnist): official SI; the total
+    /// gradient (penalty included) in the path integral; no relu; relu per task; the gradient
+    /// times the previous step's change (off by one); Delta from the initialisation instead of
+    /// the task's start; Adam not reset between tasks; and fine-tuning as the floor.
+    SiVariants,
     /// A reduced Permuted MNIST that runs in about a minute on 2 cores: 10 tasks of 10,000
     /// samples, 784-256-256, 4 epochs, batch 256, Adam 1e-3; SI (c = 10, xi = 0.1: c scaled up
     /// for the ~30x shorter path integral) and fine-tuning. Not a published protocol.
@@ -140,6 +146,31 @@ fn jobs(preset: Preset, eval_train: bool) -> Vec<Job> {
                 p("acc", 0.82, "careful test-set reproductions (about 82%)"),
             ];
             vec![si, ft]
+        }
+        Preset::SiVariants => {
+            let base = || plain(ScenarioKind::SplitMnist, Setting::Task, Method::Si, Overrides::default());
+            let variant = |label: &str, f: &dyn Fn(&mut RunConfig)| {
+                let mut j = base();
+                f(&mut j.cfg);
+                j.label = label.to_string();
+                j
+            };
+            let mut official = variant("si official", &|_| {});
+            official.published =
+                vec![p("acc", 0.978, "careful test-set reproductions: about 97-98.6% depending on the seed")];
+            let mut ft = plain(ScenarioKind::SplitMnist, Setting::Task, Method::Finetune, Overrides::default());
+            ft.label = "finetune (floor)".into();
+            ft.published = vec![p("acc", 0.82, "careful test-set reproductions (about 82%)")];
+            vec![
+                official,
+                variant("si: g incl. penalty", &|c| c.si_grad = SiGrad::Total),
+                variant("si: no relu", &|c| c.si_relu = SiRelu::None),
+                variant("si: relu per task", &|c| c.si_relu = SiRelu::PerTask),
+                variant("si: g x prev delta", &|c| c.si_variant = SiVariant::PrevStep),
+                variant("si: Delta from init", &|c| c.si_variant = SiVariant::FromInit),
+                variant("si: Adam not reset", &|c| c.reset_optimizer = false),
+                ft,
+            ]
         }
         Preset::SiPermutedMnist => {
             let mut si = plain(ScenarioKind::PermutedMnist, Setting::Domain, Method::Si, Overrides::default());

@@ -7,7 +7,7 @@ use engram_cl::importance::FisherKind;
 use engram_cl::protocol::{self, InitChoice, OptChoice, Overrides};
 use engram_cl::runner::{self, Event, RunConfig, RunResult};
 use engram_cl::scenario::{self, Scenario, ScenarioKind, ScenarioSpec, Setting};
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
+use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
 use engram_cl::{output, report};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// SI: where relu is applied to the importance (official: on the accumulated Omega).
     #[arg(long, value_enum, default_value_t = SiRelu::Official)]
     pub si_relu: SiRelu,
+    /// SI: the path integral as the official code (official), or a mistake seen in
+    /// reimplementations, to measure its cost: prev-step multiplies each step's gradient by the
+    /// PREVIOUS step's parameter change (off by one step); from-init measures Delta in
+    /// Omega += omega / (Delta^2 + xi) from the initialisation instead of the task's start.
+    #[arg(long, value_enum, default_value_t = SiVariant::Official)]
+    pub si_variant: SiVariant,
     /// EWC: empirical Fisher (true labels) or true Fisher (labels sampled from the model).
     #[arg(long, value_enum, default_value_t = FisherKind::Empirical)]
     pub fisher: FisherKind,
@@ -214,7 +220,10 @@ impl RunArgs {
             self.importance_samples,
             self.eval_train,
         );
-        let cfg = RunConfig { diagnose: self.diagnose, ..cfg };
+        if self.si_variant != SiVariant::Official && self.method != Method::Si {
+            bail!("--si-variant applies to --method si only");
+        }
+        let cfg = RunConfig { diagnose: self.diagnose, si_variant: self.si_variant, ..cfg };
         runner::validate(&cfg)?;
         let mut spec = ScenarioSpec::new(self.scenario);
         spec.setting = self.setting;

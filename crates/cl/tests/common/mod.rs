@@ -4,7 +4,7 @@
 use engram_cl::importance::FisherKind;
 use engram_cl::runner::RunConfig;
 use engram_cl::scenario::{LabelMap, Scenario, ScenarioKind, Setting, Task, Transform, View};
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
+use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
 use engram_mnist::Split;
 use engram_nn::OptimizerKind;
 use rand::{Rng, SeedableRng};
@@ -97,6 +97,7 @@ pub fn cfg(method: Method) -> RunConfig {
         reset_optimizer: true,
         si_grad: SiGrad::Task,
         si_relu: SiRelu::Official,
+        si_variant: SiVariant::Official,
         fisher: FisherKind::Empirical,
         ewc_mode: EwcMode::Separate,
         gamma: 1.0,
