@@ -569,3 +569,64 @@ fn human(s: f64) -> String {
         format!("{:.1} h", s / 3600.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A tiny MNIST stand-in: each digit a bright band of rows, plus noise.
+    fn fake(n: usize) -> Arc<engram_mnist::Split> {
+        let dim = 784;
+        let images = (0..n * dim)
+            .map(|k| {
+                let (i, row) = (k / dim, (k % dim) / 28);
+                let d = i % 10;
+                if row >= 2 + 2 * d && row < 4 + 2 * d {
+                    0.9
+                } else {
+                    0.05 * ((k * 7919 % 13) as f32 / 13.0)
+                }
+            })
+            .collect();
+        Arc::new(engram_mnist::Split { n, dim, images, labels: (0..n).map(|i| (i % 10) as u8).collect() })
+    }
+
+    /// `run_one` turns each kind of failure into an error naming it (the run loop reports it and
+    /// goes on) and passes a good run through.
+    #[test]
+    fn run_one_reports_failures_as_errors() {
+        let shared = Shared { train: fake(200), test: fake(50) };
+        let mut j = gem_jobs(ScenarioKind::PermutedMnist, false).remove(0);
+        j.spec.tasks = 2;
+        j.spec.samples_per_task = Some(50);
+        let ok = run_one(&shared, &j.spec, &j.cfg, true, "");
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        // Divergence (an error from the runner).
+        let mut cfg = j.cfg.clone();
+        cfg.optimizer = engram_nn::OptimizerKind::Sgd { lr: 1e30 };
+        let Err(e) = run_one(&shared, &j.spec, &cfg, true, "") else { panic!("diverges") };
+        assert!(format!("{e:#}").contains("NaN"), "{e:#}");
+        // A scenario that cannot be built.
+        let bad = ScenarioSpec { tasks: 0, ..j.spec.clone() };
+        let Err(e) = run_one(&shared, &bad, &j.cfg, true, "") else { panic!("no task") };
+        assert!(format!("{e:#}").contains("at least one task"), "{e:#}");
+    }
+
+    /// The GEM presets use the official code's initialisation, EWC its batch-mean "Fisher";
+    /// the other presets keep PyTorch's default.
+    #[test]
+    fn gem_presets_match_the_official_code() {
+        for kind in [ScenarioKind::RotatedMnist, ScenarioKind::PermutedMnist] {
+            for j in gem_jobs(kind, false) {
+                assert_eq!(j.cfg.init, protocol::InitChoice::XavierUniform, "{}", j.label);
+                if j.cfg.method == Method::Ewc {
+                    assert_eq!(j.cfg.fisher, FisherKind::BatchMean);
+                }
+            }
+        }
+        for j in jobs(Preset::SiSplitMnist, false) {
+            assert_eq!(j.cfg.init, protocol::InitChoice::KaimingUniform);
+        }
+    }
+}
