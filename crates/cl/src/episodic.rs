@@ -180,4 +180,84 @@ impl EpisodicMemory {
     pub fn current_positions(&self) -> Vec<u32> {
         self.current.slots.iter().flatten().copied().collect()
     }
+
+    /// The current task's buffer, for a checkpoint: each ring's length and write cursor (the
+    /// positions themselves are [`Self::current_positions`]).
+    pub fn current_rings(&self) -> (Vec<usize>, Vec<usize>) {
+        (self.current.slots.iter().map(Vec::len).collect(), self.current.cursor.clone())
+    }
+
+    /// Restores the current task's buffer from a checkpoint: `positions` split into rings of
+    /// `lens`, with write cursors `cursor`. Refuses shapes this memory could not have produced.
+    pub fn restore_current(&mut self, positions: &[u32], lens: &[usize], cursor: &[usize]) -> Result<(), String> {
+        let caps = &self.current.caps;
+        if lens.len() != caps.len() || cursor.len() != caps.len() {
+            return Err(format!("the memory has {} ring(s); the checkpoint describes {}", caps.len(), lens.len()));
+        }
+        if lens.iter().sum::<usize>() != positions.len() {
+            return Err("the ring lengths do not add up to the buffered positions".into());
+        }
+        for (i, ((&l, &c), &cap)) in lens.iter().zip(cursor).zip(caps).enumerate() {
+            // A ring fills up to its capacity with the cursor at its end, then wraps.
+            let fits = l <= cap && ((cap == 0 && c == 0) || (c < cap && (l == cap || c == l)));
+            if !fits {
+                return Err(format!("ring {i}: length {l} and cursor {c} do not fit its capacity {cap}"));
+            }
+        }
+        let mut at = 0;
+        for ((ring, &l), (cur, &c)) in
+            self.current.slots.iter_mut().zip(lens).zip(self.current.cursor.iter_mut().zip(cursor))
+        {
+            ring.clear();
+            ring.extend_from_slice(&positions[at..at + l]);
+            at += l;
+            *cur = c;
+        }
+        Ok(())
+    }
+
+    /// Restores the finished tasks' rows from a checkpoint (the memory must be empty). Checks
+    /// that the pieces fit together (`x` is `rows x dim`, the blocks cover the rows in order, each
+    /// row's task is its block's).
+    pub fn restore_finished(
+        &mut self,
+        x: Vec<f32>,
+        y: Vec<u32>,
+        row_task: Vec<u32>,
+        blocks: Vec<Range<usize>>,
+        masks: Vec<Option<Vec<bool>>>,
+    ) -> Result<(), String> {
+        let rows = y.len();
+        if x.len() != rows.checked_mul(self.dim).ok_or("too many rows")? || row_task.len() != rows {
+            return Err(format!(
+                "{} features, {} labels and {} task ids do not make rows of {} features",
+                x.len(),
+                rows,
+                row_task.len(),
+                self.dim
+            ));
+        }
+        if masks.len() != blocks.len() {
+            return Err(format!("{} masks for {} tasks", masks.len(), blocks.len()));
+        }
+        let mut end = 0;
+        for (t, b) in blocks.iter().enumerate() {
+            if b.start != end || b.end < b.start || b.end > rows {
+                return Err(format!("task {t}'s rows {b:?} do not follow the previous task's"));
+            }
+            if row_task[b.clone()].iter().any(|&r| r as usize != t) {
+                return Err(format!("rows {b:?} are not all marked as task {t}'s"));
+            }
+            end = b.end;
+        }
+        if end != rows {
+            return Err(format!("the tasks' rows end at {end}, but there are {rows}"));
+        }
+        self.x = x;
+        self.y = y;
+        self.row_task = row_task;
+        self.blocks = blocks;
+        self.masks = masks;
+        Ok(())
+    }
 }

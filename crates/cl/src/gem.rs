@@ -335,6 +335,28 @@ impl Episodic {
         }
     }
 
+    /// A-GEM's kept index vector (its partial shuffles carry over from step to step, so a
+    /// checkpoint stores it).
+    pub fn perm(&self) -> &[u32] {
+        &self.perm
+    }
+
+    /// Restores A-GEM's index vector from a checkpoint; it must be a permutation of the memory's
+    /// rows (or empty, before the first draw).
+    pub fn restore_perm(&mut self, perm: Vec<u32>) -> Result<(), String> {
+        if !perm.is_empty() {
+            let mut seen = vec![false; perm.len()];
+            for &p in &perm {
+                match seen.get_mut(p as usize) {
+                    Some(s) if !*s => *s = true,
+                    _ => return Err("A-GEM's index vector is not a permutation".into()),
+                }
+            }
+        }
+        self.perm = perm;
+        Ok(())
+    }
+
     /// Bytes held by the memory and the step's buffers.
     pub fn bytes(&self) -> usize {
         self.memory.bytes() + 4 * (self.g_mem.capacity() + self.ref_x.capacity())

@@ -4,6 +4,7 @@
 //! * [`strategy`]: the methods; every quadratic penalty shares one state and one fused step.
 //! * [`importance`]: diagonal Fisher and MAS importances from one batched backward.
 //! * [`runner`]: the training loop, the accuracy matrix and the profile.
+//! * [`checkpoint`]: a run's state as a checkpoint (safetensors + manifest) and back.
 //! * [`metrics`]: ACC, BWT, FWT, forgetting, learning accuracy.
 //! * [`diagnose`]: SI diagnostics (path integral against the loss drop, importance distributions).
 //! * [`plot`]: figures (PNG/SVG) of runs and sweeps.
@@ -11,6 +12,7 @@
 //!   hand-written solver of GEM's dual quadratic program.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod diagnose;
 pub mod episodic;
 pub mod gem;

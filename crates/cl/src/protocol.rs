@@ -5,7 +5,7 @@ use crate::scenario::ScenarioKind;
 use crate::strategy::Method;
 
 /// Optimizer family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptChoice {
     /// Bias-corrected Adam, betas (0.9, 0.999), eps 1e-8.
@@ -15,7 +15,7 @@ pub enum OptChoice {
 }
 
 /// Initial weights (`--init`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum InitChoice {
     /// PyTorch's `nn.Linear` default: weights and biases `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.

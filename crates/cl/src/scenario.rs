@@ -9,14 +9,14 @@ use engram_mnist::Split;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// MNIST images are 28 x 28.
 pub const SIDE: usize = 28;
 
 /// The benchmark family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScenarioKind {
     /// Five two-digit tasks {0,1},{2,3},{4,5},{6,7},{8,9} (Zenke et al. 2017).
@@ -42,7 +42,7 @@ impl ScenarioKind {
 }
 
 /// How the output layer is shared between tasks (van de Ven & Tolias 2019).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Setting {
     /// Task-incremental: the task is known; logits outside the task's classes are masked.
@@ -183,7 +183,8 @@ pub struct Scenario {
 }
 
 /// Options that shape a scenario.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScenarioSpec {
     /// The benchmark.
     pub kind: ScenarioKind,

@@ -2,10 +2,10 @@
 //! `Omega` and `theta*`, one penalty `c * sum_i Omega_i (theta_i - theta*_i)^2`, and one fused
 //! step (crate `engram-si`); they differ only in how `Omega` is computed at the end of a task.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A continual-learning method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Plain sequential training (the lower bound, "None" in the literature).
@@ -59,7 +59,7 @@ impl Method {
 }
 
 /// Original (one penalty per task) or online EWC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum EwcMode {
     /// One penalty per finished task, `sum_t F_t (theta - theta*_t)^2`. Its gradient equals that
@@ -72,7 +72,7 @@ pub enum EwcMode {
 }
 
 /// Where SI's relu is applied at the end of a task (see `engram_si::ReluPlacement`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SiRelu {
     /// As the official code: relu of the accumulated Omega after adding the new term.
@@ -86,7 +86,7 @@ pub enum SiRelu {
 /// How SI's path integral and its normalisation are computed: the official arithmetic, or one
 /// of the mistakes seen in reimplementations (PROTOCOLS.md, "Synaptic Intelligence, exactly"),
 /// kept to measure what each costs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SiVariant {
     /// As the official code: `omega -= g(k) * delta(k)`, the gradient of step k times the change
@@ -102,7 +102,7 @@ pub enum SiVariant {
 }
 
 /// Which gradient feeds SI's path integral.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SiGrad {
     /// The unregularised task-loss gradient (the official code).

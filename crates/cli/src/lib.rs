@@ -4,7 +4,9 @@
 //! code: 0 on success, 1 when a command fails (the error is printed with its causes), 2 for
 //! malformed arguments (clap's convention).
 
+mod ckpt;
 mod common;
+mod config;
 mod explain_si;
 mod plot;
 mod reproduce;
@@ -42,6 +44,13 @@ enum Command {
     /// validation split of the training data, then report the chosen setting's test ACC.
     /// `engram sweep merge DIR` gathers the results of runs made elsewhere (--emit-jobs).
     Sweep(Box<sweep::SweepArgs>),
+    /// Continue a stopped run (`engram run --checkpoint-dir DIR`) from its newest checkpoint;
+    /// the result is bit-identical to an uninterrupted run's, and is written where the run was
+    /// asked to write it (--out, --csv, --plot).
+    Resume(ckpt::ResumeArgs),
+    /// Print what a checkpoint holds: the run, its progress, R so far, and every tensor (name,
+    /// dtype, shape, statistics), after verifying each tensor's sha256.
+    Inspect(ckpt::InspectArgs),
     /// A printed walk-through of Synaptic Intelligence on the SI paper's quadratic toy problem:
     /// how the path integral omega and the importance Omega relate to the Hessian's diagonal.
     ExplainSi(explain_si::ExplainSiArgs),
@@ -49,7 +58,7 @@ enum Command {
 
 /// Parses the process arguments and runs the command; returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match config::parse(std::env::args_os()) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -64,6 +73,8 @@ pub fn main() -> i32 {
         Command::Plot(a) => plot::run(a),
         Command::Sweep(a) => sweep::run(*a),
         Command::ExplainSi(a) => explain_si::run(a),
+        Command::Resume(a) => ckpt::resume(a),
+        Command::Inspect(a) => ckpt::inspect(a),
     };
     match result {
         Ok(()) => 0,

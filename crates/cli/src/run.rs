@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use engram_cl::importance::FisherKind;
 use engram_cl::protocol::{self, InitChoice, OptChoice, Overrides};
-use engram_cl::runner::{self, Event, RunConfig, RunResult};
+use engram_cl::runner::{self, Event, RunConfig, RunResult, Start};
 use engram_cl::scenario::{self, Scenario, ScenarioKind, ScenarioSpec, Setting};
 use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
 use engram_cl::{output, report};
@@ -140,9 +140,52 @@ pub struct RunArgs {
     /// training task, the average accuracy, and R as an annotated heatmap (as `engram plot`).
     #[arg(long, value_name = "FIG")]
     pub plot: Option<PathBuf>,
+    /// Save a checkpoint in this directory after every task (and every --checkpoint-every
+    /// steps): `DIR/ckpt-<steps>/` holding `tensors.safetensors` (parameters, optimizer state,
+    /// Omega, theta*, omega, episodic memories, the epoch's sample order) and `manifest.json`
+    /// (scenario, every hyperparameter, progress, random-stream states, R so far, a sha256 per
+    /// tensor). Each is written atomically; the newest --keep-checkpoints are kept. Continue a
+    /// stopped run with `engram resume DIR`; look inside with `engram inspect DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Also checkpoint every N training steps (counted over the whole run), so that a run killed
+    /// in the middle of a task loses at most N steps. Needs --checkpoint-dir.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// How many of the newest checkpoints to keep in --checkpoint-dir (at least 1; older ones
+    /// are removed once a newer one is safely written).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Start from a trained model: a checkpoint written at the end of a task (a `ckpt-*`
+    /// directory, or a run's --checkpoint-dir for its newest checkpoint). Its parameters are
+    /// loaded; its Omega and theta* (same quadratic method) or episodic memory (same gem/agem)
+    /// carry over, so the new tasks are learned under the old tasks' protection. The network
+    /// must have the same layer sizes. The optimizer and random streams start fresh from --seed.
+    #[arg(long, value_name = "CKPT")]
+    pub init_from: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Read flags from a TOML file. Each key is a long flag name of `engram run` without the
+    /// dashes (or the same in snake_case); flags on the command line override the file.
+    ///
+    /// A value is a string, an integer or a float; `true` turns a plain flag on (`false` leaves
+    /// it off); a BOOL option takes `true` or `false`; a list flag takes an array. Unknown keys,
+    /// values of the wrong type and invalid values are errors naming the file, the line and the
+    /// key. `config`, `help` and `version` are not keys. For example:
+    ///
+    ///     scenario = "split-mnist"
+    ///     method = "si"
+    ///     c = 0.5
+    ///     epochs = 5
+    ///     samples-per-task = 1000
+    ///     eval-train = true
+    ///     reset-optimizer = false
+    ///     out = "runs/si.json"
+    ///
+    /// then `engram run --config run.toml --seed 3` (rotated-mnist: `angles = [0, 45, 90]`).
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -272,11 +315,24 @@ impl Shared {
 
 /// Runs one configuration with a progress bar; prints nothing else.
 pub fn execute(sc: &Scenario, cfg: &RunConfig, quiet: bool, label: &str) -> Result<RunResult> {
+    execute_from(sc, cfg, Start::Fresh, None, quiet, label)
+}
+
+/// [`execute`] from `start`, with optional checkpointing.
+pub fn execute_from(
+    sc: &Scenario,
+    cfg: &RunConfig,
+    start: Start,
+    ckpt: Option<runner::Checkpointing>,
+    quiet: bool,
+    label: &str,
+) -> Result<RunResult> {
     let mut pb = progress(0, true);
     let mut desc = String::new();
-    let res = runner::run(sc, cfg, |e| match e {
-        Event::TaskStart { task, name, steps } => {
+    let res = runner::run_with(sc, cfg, start, ckpt, |e| match e {
+        Event::TaskStart { task, name, steps, done } => {
             pb = progress(steps as u64, quiet);
+            pb.set_position(done as u64);
             desc = format!("task {}/{} {name}", task + 1, sc.tasks.len());
             pb.set_prefix(format!("{label}{desc}"));
         }
@@ -349,20 +405,98 @@ pub fn run(a: RunArgs) -> Result<()> {
     if let Some(p) = &a.plot {
         engram_cl::plot::Format::of(p)?; // refuse a bad figure name before training, not after
     }
+    if a.checkpoint_dir.is_none() && a.checkpoint_every.is_some() {
+        bail!("--checkpoint-every needs --checkpoint-dir");
+    }
+    if a.checkpoint_every == Some(0) {
+        bail!("--checkpoint-every must be at least 1");
+    }
+    if a.keep_checkpoints == 0 {
+        bail!("--keep-checkpoints must be at least 1");
+    }
+    if a.checkpoint_dir.is_some() && a.diagnose {
+        bail!("--diagnose cannot be combined with --checkpoint-dir (its per-task records are not checkpointed)");
+    }
+    // Refuse an unusable checkpoint location before training, not after the first task.
+    // Absolute paths, so that `engram resume` from another directory writes the same files.
+    let abs = |p: &Option<PathBuf>| p.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    let outputs = Outputs {
+        out: abs(&a.out),
+        csv: abs(&a.csv),
+        plot: abs(&a.plot),
+        profile: a.profile,
+        checkpoint_every: a.checkpoint_every,
+        keep_checkpoints: a.keep_checkpoints,
+    };
+    if let Some(d) = &a.checkpoint_dir {
+        crate::ckpt::prepare_dir(d)?;
+    }
     a.compute.apply()?;
     let sc = Shared::load(&a.data)?.scenario(&spec)?;
-    let res = execute(&sc, &cfg, a.quiet, "")?;
-    print_result(&sc, &cfg, &res, a.profile);
-    if let Some(p) = &a.out {
-        write_json_atomic(p, &output::run_json(&spec, &sc, &cfg, &res, a.profile))?;
+    let start = match &a.init_from {
+        Some(p) => crate::ckpt::init_from(p, &sc, &cfg)?,
+        None => Start::Fresh,
+    };
+    let res = execute_with(&sc, &spec, &cfg, start, a.checkpoint_dir.as_deref(), &outputs, a.quiet)?;
+    finish(&spec, &sc, &cfg, &res, &outputs)
+}
+
+/// What a run writes at its end and how it checkpoints: kept in each checkpoint so that
+/// `engram resume` finishes the run as it was asked to.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    /// `--out`.
+    pub out: Option<PathBuf>,
+    /// `--csv`.
+    pub csv: Option<PathBuf>,
+    /// `--plot`.
+    pub plot: Option<PathBuf>,
+    /// `--profile`.
+    pub profile: bool,
+    /// `--checkpoint-every`.
+    pub checkpoint_every: Option<u64>,
+    /// `--keep-checkpoints`.
+    pub keep_checkpoints: usize,
+}
+
+/// Runs with a progress bar from `start`, checkpointing into `ckpt_dir` when given.
+pub fn execute_with(
+    sc: &Scenario,
+    spec: &ScenarioSpec,
+    cfg: &RunConfig,
+    start: Start,
+    ckpt_dir: Option<&std::path::Path>,
+    outputs: &Outputs,
+    quiet: bool,
+) -> Result<RunResult> {
+    let Some(dir) = ckpt_dir else { return execute_from(sc, cfg, start, None, quiet, "") };
+    let cli = serde_json::to_value(outputs).expect("serializable outputs");
+    let keep = outputs.keep_checkpoints.max(1);
+    let mut save = |st: &runner::RunState| -> std::result::Result<(), String> {
+        let ck = engram_cl::checkpoint::encode(st, spec, sc, cfg, cli.clone());
+        let name = engram_ckpt::name_for(st.progress.steps);
+        engram_ckpt::write_atomic(dir, &name, &ck).map_err(|e| e.to_string())?;
+        engram_ckpt::prune(dir, keep).map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    let ck = runner::Checkpointing { every: outputs.checkpoint_every, save: &mut save };
+    execute_from(sc, cfg, start, Some(ck), quiet, "")
+}
+
+/// Prints the tables and writes the files a run was asked for.
+pub fn finish(spec: &ScenarioSpec, sc: &Scenario, cfg: &RunConfig, res: &RunResult, o: &Outputs) -> Result<()> {
+    print_result(sc, cfg, res, o.profile);
+    if let Some(p) = &o.out {
+        write_json_atomic(p, &output::run_json(spec, sc, cfg, res, o.profile))?;
         println!("wrote {}", p.display());
     }
-    if let Some(p) = &a.csv {
-        std::fs::write(p, output::r_csv(&res)).with_context(|| format!("cannot write {}", p.display()))?;
+    if let Some(p) = &o.csv {
+        std::fs::write(p, output::r_csv(res)).with_context(|| format!("cannot write {}", p.display()))?;
         println!("wrote {}", p.display());
     }
-    if let Some(p) = &a.plot {
-        let v = output::run_json(&spec, &sc, &cfg, &res, false);
+    if let Some(p) = &o.plot {
+        let v = output::run_json(spec, sc, cfg, res, false);
         engram_cl::plot::plot_runs(&[engram_cl::plot::RunCurves::from_json(&v, "this run")?], p)?;
         println!("wrote {}", p.display());
     }

@@ -1,0 +1,457 @@
+//! A run's state as a checkpoint (crate `engram-ckpt`): which tensor holds what, and the
+//! manifest's `run` object. Decoding checks every piece against the scenario and config it is
+//! resumed with, so a checkpoint that does not fit is refused, never half-loaded.
+//!
+//! Tensors (all little-endian, row-major; `P` = number of parameters):
+//!
+//! | name | dtype | shape | what |
+//! |---|---|---|---|
+//! | `model.theta` | F32 | `[P]` | the parameters: layer by layer, `W` (`in x out`, row-major) then `b` |
+//! | `optimizer.m`, `optimizer.v` | F32 | `[P]` | Adam's moments (Adam only) |
+//! | `penalty.big_omega` | F32 | `[P]` | `Omega` (L2, EWC, MAS, SI) |
+//! | `penalty.theta_star` | F32 | `[P]` | the anchor `theta*` |
+//! | `penalty.omega` | F32 | `[P]` | SI's running path integral `omega` of the task in progress |
+//! | `si.prev_delta`, `si.theta_init` | F32 | `[P]` | the `prev-step` / `from-init` SI variants' extra state |
+//! | `episodic.x` | F32 | `[rows, dim]` | GEM / A-GEM: finished tasks' memories |
+//! | `episodic.y`, `episodic.row_task` | U32 | `[rows]` | their labels and tasks |
+//! | `episodic.current` | U32 | `[k]` | positions buffered for the task in progress |
+//! | `agem.perm` | U32 | `[rows]` | A-GEM's index vector |
+//! | `progress.order` | U32 | `[n, 2]` | mid-task: the epoch's `(task, position)` sample order |
+
+use crate::runner::{self, layer_sizes, Carried, MemoryRows, Progress, RunConfig, RunState};
+use crate::scenario::{Scenario, ScenarioSpec};
+use crate::strategy::{Method, Penalty, SiVariant};
+use engram_ckpt::{Checkpoint, Data, Tensor};
+use engram_nn::{Mlp, Optimizer, OptimizerKind};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The `kind` of the manifest's `run` object.
+pub const RUN_KIND: &str = "engram-run";
+
+/// A random stream's exact position: ChaCha8's seed, stream and word position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RngState {
+    /// The 32-byte seed, hex.
+    pub seed: String,
+    /// The stream number.
+    pub stream: u64,
+    /// The word position (a 68-bit number, as a decimal string).
+    pub word_pos: String,
+}
+
+impl RngState {
+    /// The state of `rng`.
+    pub fn of(rng: &ChaCha8Rng) -> Self {
+        Self { seed: hex_encode(&rng.get_seed()), stream: rng.get_stream(), word_pos: rng.get_word_pos().to_string() }
+    }
+
+    /// The generator at this state.
+    pub fn rng(&self) -> Result<ChaCha8Rng, String> {
+        use rand::SeedableRng;
+        let bytes = hex_decode(&self.seed).filter(|b| b.len() == 32).ok_or("a random seed is not 64 hex digits")?;
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&bytes);
+        let pos: u128 = self.word_pos.parse().map_err(|_| format!("bad word position {:?}", self.word_pos))?;
+        if pos >> 68 != 0 {
+            return Err(format!("word position {pos} is beyond ChaCha's 68 bits"));
+        }
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(pos);
+        Ok(rng)
+    }
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+}
+
+/// The episodic memory's bookkeeping (its arrays are tensors).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpisodicRecord {
+    blocks: Vec<[usize; 2]>,
+    masks: Vec<Option<Vec<bool>>>,
+    ring_lengths: Vec<usize>,
+    ring_cursors: Vec<usize>,
+    projections: usize,
+    constrained_steps: usize,
+    worst_kkt: f64,
+}
+
+/// The manifest's `run` object.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRecord {
+    kind: String,
+    scenario: ScenarioSpec,
+    config: RunConfig,
+    layer_sizes: Vec<usize>,
+    num_params: usize,
+    task_names: Vec<String>,
+    at_task_boundary: bool,
+    progress: Progress,
+    optimizer_steps: u64,
+    rng: BTreeMap<String, RngState>,
+    b: Vec<f64>,
+    #[serde(rename = "R")]
+    r: Vec<Vec<f64>>,
+    #[serde(rename = "R_train")]
+    r_train: Option<Vec<Vec<f64>>>,
+    per_task_seconds: Vec<f64>,
+    task_seconds: f64,
+    seconds: f64,
+    profile: runner::Profile,
+    episodic: Option<EpisodicRecord>,
+    /// What the front end wants back on resume (output paths, checkpoint settings).
+    #[serde(default)]
+    cli: Value,
+}
+
+/// The checkpoint of `st`, a run of `cfg` on `scenario` (built from `spec`); `cli` is stored as
+/// is under `run.cli`.
+pub fn encode(st: &RunState, spec: &ScenarioSpec, scenario: &Scenario, cfg: &RunConfig, cli: Value) -> Checkpoint {
+    let mut t = BTreeMap::new();
+    let mut put = |name: &str, tensor: Tensor| {
+        t.insert(name.to_string(), tensor);
+    };
+    put("model.theta", Tensor::f32(st.theta.clone()));
+    if matches!(cfg.optimizer, OptimizerKind::Adam { .. }) {
+        put("optimizer.m", Tensor::f32(st.opt.m.clone()));
+        put("optimizer.v", Tensor::f32(st.opt.v.clone()));
+    }
+    if cfg.method.is_quadratic() {
+        put("penalty.big_omega", Tensor::f32(st.pen.big_omega.clone()));
+        put("penalty.theta_star", Tensor::f32(st.pen.theta_star.clone()));
+    }
+    if cfg.method == Method::Si {
+        put("penalty.omega", Tensor::f32(st.pen.omega.clone()));
+    }
+    if !st.prev_delta.is_empty() {
+        put("si.prev_delta", Tensor::f32(st.prev_delta.clone()));
+    }
+    if !st.theta_init.is_empty() {
+        put("si.theta_init", Tensor::f32(st.theta_init.clone()));
+    }
+    let episodic = st.episodic.as_ref().map(|ep| {
+        let m = &ep.memory;
+        put("episodic.x", Tensor::matrix(m.rows(), Data::F32(m.x.clone())));
+        put("episodic.y", Tensor::u32(m.y.clone()));
+        put("episodic.row_task", Tensor::u32(m.row_task.clone()));
+        put("episodic.current", Tensor::u32(m.current_positions()));
+        if cfg.method == Method::Agem {
+            put("agem.perm", Tensor::u32(ep.perm().to_vec()));
+        }
+        let (ring_lengths, ring_cursors) = m.current_rings();
+        EpisodicRecord {
+            blocks: m.blocks.iter().map(|b| [b.start, b.end]).collect(),
+            masks: m.masks.clone(),
+            ring_lengths,
+            ring_cursors,
+            projections: ep.projections,
+            constrained_steps: ep.constrained_steps,
+            worst_kkt: ep.worst_kkt,
+        }
+    });
+    if st.progress.mid_phase() {
+        let flat: Vec<u32> = st.order.iter().flat_map(|&(a, b)| [a, b]).collect();
+        put("progress.order", Tensor::matrix(st.order.len(), Data::U32(flat)));
+    }
+    let mut rng = BTreeMap::new();
+    rng.insert("shuffle".to_string(), RngState::of(&st.shuffle_rng));
+    rng.insert("sample".to_string(), RngState::of(&st.sample_rng));
+    rng.insert("memory".to_string(), RngState::of(&st.memory_rng));
+    let rec = RunRecord {
+        kind: RUN_KIND.into(),
+        scenario: spec.clone(),
+        config: cfg.clone(),
+        layer_sizes: layer_sizes(scenario, cfg),
+        num_params: st.theta.len(),
+        task_names: scenario.tasks.iter().map(|t| t.name.clone()).collect(),
+        at_task_boundary: !st.progress.mid_phase(),
+        progress: st.progress,
+        optimizer_steps: st.opt.t,
+        rng,
+        b: st.b.clone(),
+        r: st.r.clone(),
+        r_train: st.r_train.clone(),
+        per_task_seconds: st.per_task_seconds.clone(),
+        task_seconds: st.task_seconds,
+        seconds: st.seconds,
+        profile: st.profile.clone(),
+        episodic,
+        cli,
+    };
+    Checkpoint { run: serde_json::to_value(rec).expect("a run record serializes"), tensors: t }
+}
+
+fn record(ck: &Checkpoint) -> Result<RunRecord, String> {
+    if ck.run.get("kind").and_then(Value::as_str) != Some(RUN_KIND) {
+        return Err(format!("not an engram run checkpoint (its run.kind is not {RUN_KIND:?})"));
+    }
+    serde_json::from_value(ck.run.clone()).map_err(|e| format!("the manifest's run record is invalid: {e}"))
+}
+
+/// What a checkpoint says about its run: the scenario, the config and the front end's record.
+pub fn describe(ck: &Checkpoint) -> Result<(ScenarioSpec, RunConfig, Value), String> {
+    let r = record(ck)?;
+    Ok((r.scenario, r.config, r.cli))
+}
+
+/// The checkpoint's progress and whether it is at a task boundary.
+pub fn progress(ck: &Checkpoint) -> Result<Progress, String> {
+    Ok(record(ck)?.progress)
+}
+
+fn f32s<'a>(ck: &'a Checkpoint, name: &str, len: usize) -> Result<&'a [f32], String> {
+    let t = ck.tensor(name).map_err(|e| e.to_string())?;
+    match &t.data {
+        Data::F32(v) if v.len() == len && t.shape.len() <= 2 => Ok(v),
+        Data::F32(v) => Err(format!("tensor `{name}` holds {} values; this run needs {len}", v.len())),
+        Data::U32(_) => Err(format!("tensor `{name}` is U32; expected F32")),
+    }
+}
+
+fn u32s<'a>(ck: &'a Checkpoint, name: &str) -> Result<&'a [u32], String> {
+    match &ck.tensor(name).map_err(|e| e.to_string())?.data {
+        Data::U32(v) => Ok(v),
+        Data::F32(_) => Err(format!("tensor `{name}` is F32; expected U32")),
+    }
+}
+
+fn finite(name: &str, v: &[f32]) -> Result<(), String> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(format!("tensor `{name}` holds {} at index {i}: the run had already diverged", v[i])),
+        None => Ok(()),
+    }
+}
+
+fn check_layers(rec: &RunRecord, scenario: &Scenario, cfg: &RunConfig) -> Result<usize, String> {
+    let sizes = layer_sizes(scenario, cfg);
+    if rec.layer_sizes != sizes {
+        return Err(format!("the checkpoint's network has layer sizes {:?}; this run's is {sizes:?}", rec.layer_sizes));
+    }
+    let n = Mlp::new(&sizes).num_params();
+    if rec.num_params != n {
+        return Err(format!("the checkpoint records {} parameters; the network has {n}", rec.num_params));
+    }
+    Ok(n)
+}
+
+/// Rebuilds the state of a stopped run of `cfg` on `scenario` (both as recorded in the
+/// checkpoint), checking that every piece fits.
+pub fn decode(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<RunState, String> {
+    let rec = record(ck)?;
+    if rec.config != *cfg {
+        return Err("the checkpoint was written by a run with another configuration".into());
+    }
+    let n = check_layers(&rec, scenario, cfg)?;
+    let theta = f32s(ck, "model.theta", n)?.to_vec();
+    finite("model.theta", &theta)?;
+    let mut opt = Optimizer::new(cfg.optimizer, n);
+    if matches!(cfg.optimizer, OptimizerKind::Adam { .. }) {
+        opt.m.copy_from_slice(f32s(ck, "optimizer.m", n)?);
+        opt.v.copy_from_slice(f32s(ck, "optimizer.v", n)?);
+        finite("optimizer.m", &opt.m)?;
+        finite("optimizer.v", &opt.v)?;
+    }
+    opt.t = rec.optimizer_steps;
+    let mut pen = Penalty::new(cfg.method, &theta);
+    if cfg.method.is_quadratic() {
+        pen.big_omega.copy_from_slice(f32s(ck, "penalty.big_omega", n)?);
+        pen.theta_star.copy_from_slice(f32s(ck, "penalty.theta_star", n)?);
+        finite("penalty.big_omega", &pen.big_omega)?;
+        finite("penalty.theta_star", &pen.theta_star)?;
+    }
+    if cfg.method == Method::Si {
+        pen.omega.copy_from_slice(f32s(ck, "penalty.omega", n)?);
+        finite("penalty.omega", &pen.omega)?;
+    }
+    let si = cfg.method == Method::Si;
+    let prev_delta =
+        if si && cfg.si_variant == SiVariant::PrevStep { f32s(ck, "si.prev_delta", n)?.to_vec() } else { Vec::new() };
+    let theta_init =
+        if si && cfg.si_variant == SiVariant::FromInit { f32s(ck, "si.theta_init", n)?.to_vec() } else { Vec::new() };
+
+    let mut episodic = runner::new_episodic(scenario, cfg);
+    match (&mut episodic, &rec.episodic) {
+        (Some(ep), Some(er)) => {
+            let rows = memory_rows(ck, er, ep.memory.dim)?;
+            if rows.blocks.len() > rec.progress.phases_done {
+                return Err(format!(
+                    "the episodic memory holds {} tasks after {} finished",
+                    rows.blocks.len(),
+                    rec.progress.phases_done
+                ));
+            }
+            ep.memory
+                .restore_finished(rows.x, rows.y, rows.row_task, rows.blocks, rows.masks)
+                .map_err(|e| format!("episodic memory: {e}"))?;
+            let current = u32s(ck, "episodic.current")?;
+            ep.memory
+                .restore_current(current, &er.ring_lengths, &er.ring_cursors)
+                .map_err(|e| format!("episodic memory: {e}"))?;
+            if cfg.method == Method::Agem {
+                // A permutation of the rows held when it was last drawn from (it is rebuilt
+                // when the memory has grown since).
+                let perm = u32s(ck, "agem.perm")?.to_vec();
+                if perm.len() > ep.memory.rows() {
+                    return Err("tensor `agem.perm` indexes more rows than the memory holds".into());
+                }
+                ep.restore_perm(perm).map_err(|e| format!("tensor `agem.perm`: {e}"))?;
+            }
+            ep.projections = er.projections;
+            ep.constrained_steps = er.constrained_steps;
+            ep.worst_kkt = er.worst_kkt;
+        }
+        (None, None) => {}
+        _ => return Err("the checkpoint's episodic memory does not match the method".into()),
+    }
+
+    let phases = runner::phases(scenario, cfg);
+    let p = rec.progress;
+    let tasks = scenario.tasks.len();
+    if p.phases_done > phases.len() || rec.r.len() != p.phases_done {
+        return Err(format!("progress: {} phases done, {} rows of R", p.phases_done, rec.r.len()));
+    }
+    if rec.b.len() != tasks || rec.r.iter().any(|row| row.len() != tasks) {
+        return Err(format!("R and b must have {tasks} columns"));
+    }
+    match &rec.r_train {
+        Some(rt) if cfg.eval_train && rt.len() == p.phases_done && rt.iter().all(|row| row.len() == tasks) => {}
+        None if !cfg.eval_train => {}
+        _ => return Err("the training-set R does not match --eval-train and the progress".into()),
+    }
+    let order = if p.mid_phase() {
+        if p.phases_done >= phases.len() || p.epoch >= cfg.epochs {
+            return Err(format!("progress: epoch {} of phase {} is past the end of the run", p.epoch, p.phases_done));
+        }
+        let expected = runner::phase_samples(scenario, &phases[p.phases_done]);
+        if p.step > expected.len().div_ceil(cfg.batch) {
+            return Err(format!("progress: step {} is past the end of the epoch", p.step));
+        }
+        let t = ck.tensor("progress.order").map_err(|e| e.to_string())?;
+        let flat = u32s(ck, "progress.order")?;
+        if t.shape.len() != 2 || t.shape[1] != 2 || flat.len() != 2 * expected.len() {
+            return Err(format!("tensor `progress.order` has shape {:?}; expected [{}, 2]", t.shape, expected.len()));
+        }
+        let order: Vec<(u32, u32)> = flat.chunks_exact(2).map(|c| (c[0], c[1])).collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        let mut want = expected;
+        want.sort_unstable();
+        if sorted != want {
+            return Err("tensor `progress.order` is not an ordering of this task's training samples".into());
+        }
+        order
+    } else {
+        if ck.tensors.contains_key("progress.order") {
+            return Err("a task-boundary checkpoint holds a sample order".into());
+        }
+        Vec::new()
+    };
+    let rng = |k: &str| rec.rng.get(k).ok_or_else(|| format!("the random stream {k:?} is missing"))?.rng();
+    Ok(RunState {
+        theta,
+        opt,
+        pen,
+        episodic,
+        prev_delta,
+        theta_init,
+        shuffle_rng: rng("shuffle")?,
+        sample_rng: rng("sample")?,
+        memory_rng: rng("memory")?,
+        b: rec.b,
+        r: rec.r,
+        r_train: rec.r_train,
+        per_task_seconds: rec.per_task_seconds,
+        task_seconds: rec.task_seconds,
+        seconds: rec.seconds,
+        profile: rec.profile,
+        progress: p,
+        order,
+    })
+}
+
+fn memory_rows(ck: &Checkpoint, er: &EpisodicRecord, dim: usize) -> Result<MemoryRows, String> {
+    let y = u32s(ck, "episodic.y")?.to_vec();
+    let x = f32s(ck, "episodic.x", y.len().checked_mul(dim).ok_or("episodic memory too large")?)?.to_vec();
+    finite("episodic.x", &x)?;
+    Ok(MemoryRows {
+        x,
+        y,
+        row_task: u32s(ck, "episodic.row_task")?.to_vec(),
+        blocks: er.blocks.iter().map(|&[s, e]| s..e).collect(),
+        masks: er.masks.clone(),
+    })
+}
+
+/// What `--init-from` takes from a trained model for a new run of `cfg` on `scenario`, with a
+/// line for each thing carried or left.
+pub fn carried(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<(Carried, Vec<String>), String> {
+    let rec = record(ck)?;
+    if rec.progress.mid_phase() {
+        return Err(format!(
+            "it was written in the middle of a task (task {}, epoch {}, step {}); --init-from starts new tasks \
+             from a model at the END of a task: use a checkpoint written at a task boundary, or `engram resume` \
+             to finish that run",
+            rec.progress.phases_done + 1,
+            rec.progress.epoch + 1,
+            rec.progress.step
+        ));
+    }
+    let n = check_layers(&rec, scenario, cfg)?;
+    let theta = f32s(ck, "model.theta", n)?.to_vec();
+    finite("model.theta", &theta)?;
+    let old = rec.config.method;
+    let mut notes = vec![format!(
+        "parameters: from the {} model after {} task(s) of {} (seed {})",
+        old.name(),
+        rec.progress.phases_done,
+        rec.scenario.kind.name(),
+        rec.config.seed
+    )];
+    let penalty = if cfg.method.is_quadratic() && old == cfg.method {
+        let o = f32s(ck, "penalty.big_omega", n)?.to_vec();
+        let s = f32s(ck, "penalty.theta_star", n)?.to_vec();
+        finite("penalty.big_omega", &o)?;
+        finite("penalty.theta_star", &s)?;
+        notes.push(format!("importance: Omega and theta* carried over ({})", old.name()));
+        Some((o, s))
+    } else {
+        if cfg.method.is_quadratic() {
+            notes.push(format!(
+                "importance: none carried ({} keeps no {} importance), so the first new task has no penalty",
+                old.name(),
+                cfg.method.name()
+            ));
+        }
+        None
+    };
+    let memory = match (&rec.episodic, cfg.method.is_episodic() && old == cfg.method) {
+        (Some(er), true) => {
+            let dim = scenario.tasks[0].train.split.dim;
+            let rows = memory_rows(ck, er, dim)?;
+            notes.push(format!(
+                "episodic memory: {} rows of {} finished task(s) carried over",
+                rows.y.len(),
+                er.blocks.len()
+            ));
+            Some(rows)
+        }
+        _ => None,
+    };
+    notes.push("optimizer, random streams and b (the untrained network's accuracy): new, from this run's seed".into());
+    Ok((Carried { theta, penalty, memory }, notes))
+}
