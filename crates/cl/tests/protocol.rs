@@ -56,7 +56,10 @@ fn resolve_applies_defaults_and_overrides() {
             let (c, spt) = resolved(k, m, &Overrides::default());
             validate(&c).unwrap_or_else(|e| panic!("{k:?} {m:?}: {e}"));
             assert_eq!(c.method, m);
-            assert_eq!(c.init, InitChoice::KaimingUniform, "PyTorch's default unless --init says otherwise");
+            assert_eq!(c.init, d.init, "the benchmark's initialisation unless --init says otherwise");
+            let official =
+                if k == ScenarioKind::EvenOdd { InitChoice::KaimingUniform } else { InitChoice::XavierUniform };
+            assert_eq!(d.init, official, "{k:?}: the official code's initialisation");
             assert_eq!((c.hidden, c.layers, c.batch, c.epochs), (d.hidden, d.layers, d.batch, d.epochs));
             assert_eq!((c.strength, c.xi, c.optimizer.lr()), (d.strength, d.xi, d.lr));
             assert_eq!(c.c, if m == Method::Ewc { d.strength / 2.0 } else { d.strength });

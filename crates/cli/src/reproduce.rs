@@ -614,7 +614,8 @@ mod tests {
     }
 
     /// The GEM presets use the official code's initialisation, EWC its batch-mean "Fisher";
-    /// the other presets keep PyTorch's default.
+    /// the SI paper's presets Keras's Glorot-uniform (its official code), the EWC tutorial's
+    /// PyTorch's default.
     #[test]
     fn gem_presets_match_the_official_code() {
         for kind in [ScenarioKind::RotatedMnist, ScenarioKind::PermutedMnist] {
@@ -625,8 +626,11 @@ mod tests {
                 }
             }
         }
-        for j in jobs(Preset::SiSplitMnist, false) {
-            assert_eq!(j.cfg.init, protocol::InitChoice::KaimingUniform);
+        for j in jobs(Preset::SiSplitMnist, false).into_iter().chain(jobs(Preset::SiPermutedMnist, false)) {
+            assert_eq!(j.cfg.init, protocol::InitChoice::XavierUniform, "{}", j.label);
+        }
+        for j in jobs(Preset::EwcEvenOdd, false) {
+            assert_eq!(j.cfg.init, protocol::InitChoice::KaimingUniform, "{}", j.label);
         }
     }
 }

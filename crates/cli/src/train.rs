@@ -48,6 +48,10 @@ pub struct TrainArgs {
     /// Seed of the initialisation and of the shuffling: same seed, same result.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Initial weights: kaiming-uniform (PyTorch's nn.Linear default, weights and biases
+    /// U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or xavier-uniform (Glorot; Keras's default, biases 0).
+    #[arg(long, value_enum, value_name = "SCHEME", default_value_t = engram_cl::protocol::InitChoice::KaimingUniform)]
+    init: engram_cl::protocol::InitChoice,
     /// Write a JSON summary (test_accuracy, epochs, wall_seconds, ...) to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -80,7 +84,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     sizes.push(10);
     let model = Mlp::new(&sizes);
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-    let mut theta = model.init(&mut rng, Init::default());
+    let mut theta = model.init(&mut rng, Init { zero_output: false, scheme: a.init.scheme() });
     let kind = match a.optimizer {
         OptArg::Adam => OptimizerKind::adam(a.lr),
         OptArg::Sgd => OptimizerKind::Sgd { lr: a.lr },
@@ -166,7 +170,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "epoch_mean_train_loss": epoch_losses,
             "params": {
                 "sizes": sizes, "num_params": theta.len(), "optimizer": format!("{:?}", a.optimizer).to_lowercase(),
-                "lr": a.lr, "batch": a.batch, "seed": a.seed, "threads": rayon::current_num_threads(),
+                "lr": a.lr, "batch": a.batch, "seed": a.seed, "init": a.init, "threads": rayon::current_num_threads(),
             },
         });
         write_json_atomic(path, &v)?;
