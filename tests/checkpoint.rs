@@ -4,30 +4,14 @@
 //! exactly; damaged checkpoints and unusable locations are refused with clear messages;
 //! `--init-from` starts new tasks from a trained model.
 
+mod common;
+
+use common::{engram, mnist_dir, text};
+
 use engram_ckpt::{Checkpoint, Data};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn engram() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_engram"));
-    c.env_remove("ENGRAM_DATA");
-    c
-}
-
-fn mnist_dir() -> Option<PathBuf> {
-    match std::env::var_os("ENGRAM_DATA") {
-        Some(d) if Path::new(&d).is_dir() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("SKIP: ENGRAM_DATA not set or not a directory; this test needs the real MNIST files");
-            None
-        }
-    }
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
 
 fn r_bits(p: &Path) -> Vec<Vec<u64>> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).expect("output written")).unwrap();

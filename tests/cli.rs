@@ -1,32 +1,9 @@
 //! End-to-end tests of the `engram` binary. Those that need MNIST read it through ENGRAM_DATA
 //! (CI sets it to ../shared/data/mnist) and print a SKIP line when it is not set.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn engram() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_engram"));
-    c.env_remove("ENGRAM_DATA");
-    c
-}
-
-fn mnist_dir() -> Option<PathBuf> {
-    match std::env::var_os("ENGRAM_DATA") {
-        Some(d) if Path::new(&d).is_dir() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("SKIP: ENGRAM_DATA not set or not a directory; this test needs the real MNIST files");
-            None
-        }
-    }
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).expect("output written")).expect("valid JSON")
-}
+use common::{engram, mnist_dir, read_json, text};
 
 /// A missing data directory is an error that names where engram looked.
 #[test]

@@ -1,28 +1,11 @@
 //! End-to-end tests of `engram run --config FILE`. The training run reads MNIST through
 //! ENGRAM_DATA and prints a SKIP line when it is not set.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn engram() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_engram"));
-    c.env_remove("ENGRAM_DATA");
-    c
-}
+use common::{engram, mnist_dir, text};
 
-fn mnist_dir() -> Option<PathBuf> {
-    match std::env::var_os("ENGRAM_DATA") {
-        Some(d) if Path::new(&d).is_dir() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("SKIP: ENGRAM_DATA not set or not a directory; this test needs the real MNIST files");
-            None
-        }
-    }
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
+use std::process::Output;
 
 /// Runs `engram run --config FILE` with `toml` as FILE's content.
 fn run_with(toml: &str, extra: &[&str]) -> Output {

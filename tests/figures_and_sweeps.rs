@@ -1,29 +1,12 @@
 //! End-to-end tests of `engram plot`, `engram run --plot`, `engram sweep` and `engram explain-si`.
 //! The sweep tests that train read MNIST through ENGRAM_DATA and print a SKIP line without it.
 
+mod common;
+
+use common::{engram, mnist_dir, text};
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn engram() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_engram"));
-    c.env_remove("ENGRAM_DATA");
-    c
-}
-
-fn mnist_dir() -> Option<PathBuf> {
-    match std::env::var_os("ENGRAM_DATA") {
-        Some(d) if Path::new(&d).is_dir() => Some(PathBuf::from(d)),
-        _ => {
-            eprintln!("SKIP: ENGRAM_DATA not set or not a directory; this test needs the real MNIST files");
-            None
-        }
-    }
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
 
 /// A run file as `engram run --out` writes it (the fields a figure reads).
 fn run_file(dir: &Path, name: &str, method: &str, c: f64, last_row: [f64; 3]) -> PathBuf {
