@@ -24,6 +24,9 @@ pub enum InitChoice {
     /// Xavier/Glorot uniform, `U(-a, a)` with `a = sqrt(6/(fan_in+fan_out))`, and zero biases:
     /// the GEM paper's official code (`model/common.py`).
     XavierUniform,
+    /// He/Kaiming uniform for ReLU, `U(-sqrt(6/fan_in), sqrt(6/fan_in))`, and zero biases:
+    /// `torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")`.
+    HeUniform,
 }
 
 impl InitChoice {
@@ -32,6 +35,7 @@ impl InitChoice {
         match self {
             InitChoice::KaimingUniform => engram_nn::InitScheme::KaimingUniform,
             InitChoice::XavierUniform => engram_nn::InitScheme::XavierUniform,
+            InitChoice::HeUniform => engram_nn::InitScheme::HeUniform,
         }
     }
 }

@@ -35,7 +35,8 @@ pub enum Preset {
     /// for the ~30x shorter path integral) and fine-tuning. Not a published protocol.
     SiPermutedMnistReduced,
     /// The EWC tutorial's two tasks (even digits, then odd; one 5-way head; 784-128): fine-tuning,
-    /// L2, EWC, SI, MAS and joint training.
+    /// L2, EWC, SI, MAS and joint training at the protocol's settings, and SI at the best balance
+    /// of the two tasks we found (c 7, lr 1e-4, batch 256, He-uniform weights).
     EwcEvenOdd,
     /// van de Ven & Tolias 2019's three scenarios on Split MNIST (task, domain, class): fine-tuning,
     /// EWC, online EWC, SI and joint, with the SI paper's network and optimizer.
@@ -206,12 +207,26 @@ fn jobs(preset: Preset, eval_train: bool) -> Vec<Job> {
                 ];
                 j
             };
+            // The best balance of the two tasks we found (README, "even-odd"): SI with a smaller
+            // step and a larger batch, He-uniform weights. Every diagonal penalty we tried sits
+            // on a front of about 170 for A + B (c = 6: 82.7 / 85.5, c = 8: 86.1 / 83.1).
+            let mut tuned = mk(Method::Si, f64::NAN, f64::NAN);
+            let o = Overrides {
+                strength: Some(7.0),
+                lr: Some(1e-4),
+                batch: Some(256),
+                init: Some(protocol::InitChoice::HeUniform),
+                ..Overrides::default()
+            };
+            tuned.cfg = plain(ScenarioKind::EvenOdd, Setting::Domain, Method::Si, o).cfg;
+            tuned.label = "si c7 lr1e-4 b256 he".into();
             vec![
                 mk(Method::Finetune, 0.266, f64::NAN),
                 mk(Method::L2, 0.904, 0.598),
                 mk(Method::Ewc, 0.768, 0.709),
                 mk(Method::Si, f64::NAN, f64::NAN),
                 mk(Method::Mas, f64::NAN, f64::NAN),
+                tuned,
                 mk(Method::Joint, 0.97, 0.97),
             ]
         }
@@ -630,7 +645,13 @@ mod tests {
             assert_eq!(j.cfg.init, protocol::InitChoice::XavierUniform, "{}", j.label);
         }
         for j in jobs(Preset::EwcEvenOdd, false) {
-            assert_eq!(j.cfg.init, protocol::InitChoice::KaimingUniform, "{}", j.label);
+            let want = if j.label.ends_with("b256 he") {
+                assert_eq!((j.cfg.strength, j.cfg.batch), (7.0, 256), "{}", j.label);
+                protocol::InitChoice::HeUniform
+            } else {
+                protocol::InitChoice::KaimingUniform
+            };
+            assert_eq!(j.cfg.init, want, "{}", j.label);
         }
     }
 }

@@ -80,7 +80,8 @@ pub struct RunArgs {
     /// U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or xavier-uniform (Glorot, U(-a, a) with
     /// a = sqrt(6/(fan_in+fan_out)), biases 0: the GEM paper's official code, used by the
     /// gem-rotated-mnist and gem-permuted-mnist presets; also Keras's default, so the SI paper's
-    /// official code). Default: the benchmark's official code: xavier-uniform on split-mnist,
+    /// official code), or he-uniform (torch.nn.init.kaiming_uniform_ for ReLU,
+    /// U(-sqrt(6/fan_in), sqrt(6/fan_in)), biases 0). Default: the benchmark's official code: xavier-uniform on split-mnist,
     /// permuted-mnist and rotated-mnist, kaiming-uniform on even-odd.
     #[arg(long, value_enum, value_name = "SCHEME")]
     pub init: Option<InitChoice>,

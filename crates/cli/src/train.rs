@@ -49,7 +49,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Initial weights: kaiming-uniform (PyTorch's nn.Linear default, weights and biases
-    /// U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or xavier-uniform (Glorot; Keras's default, biases 0).
+    /// U(-1/sqrt(fan_in), 1/sqrt(fan_in))), xavier-uniform (Glorot; Keras's default, biases 0) or
+    /// he-uniform (torch.nn.init.kaiming_uniform_ for ReLU, U(-sqrt(6/fan_in), sqrt(6/fan_in)),
+    /// biases 0).
     #[arg(long, value_enum, value_name = "SCHEME", default_value_t = engram_cl::protocol::InitChoice::KaimingUniform)]
     init: engram_cl::protocol::InitChoice,
     /// Write a JSON summary (test_accuracy, epochs, wall_seconds, ...) to this file.

@@ -13,6 +13,9 @@ pub enum InitScheme {
     /// `U(-sqrt(6/(fan_in+fan_out)), sqrt(6/(fan_in+fan_out)))`. The GEM paper's official code
     /// (`model/common.py`, `Xavier`: `std = sqrt(2/(fan_in+fan_out))`, `a = sqrt(3) std`, bias 0).
     XavierUniform,
+    /// He/Kaiming uniform for ReLU with zero biases: weight `U(-sqrt(6/fan_in), sqrt(6/fan_in))`,
+    /// `torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")` (gain sqrt(2)).
+    HeUniform,
 }
 
 /// How to initialise an [`crate::Mlp`].
@@ -42,6 +45,14 @@ pub fn xavier_bound(fan_in: usize, fan_out: usize) -> f32 {
 /// `a = sqrt(6 / (fan_in + fan_out))`.
 pub fn xavier_uniform(rng: &mut impl Rng, fan_in: usize, fan_out: usize, out: &mut [f32]) {
     let bound = xavier_bound(fan_in, fan_out);
+    for w in out.iter_mut() {
+        *w = rng.random_range(-bound..bound);
+    }
+}
+
+/// He/Kaiming uniform for ReLU (gain sqrt(2)): `U(-sqrt(6/fan_in), sqrt(6/fan_in))`.
+pub fn he_uniform(rng: &mut impl Rng, fan_in: usize, out: &mut [f32]) {
+    let bound = (6.0 / fan_in.max(1) as f64).sqrt() as f32;
     for w in out.iter_mut() {
         *w = rng.random_range(-bound..bound);
     }

@@ -1,6 +1,6 @@
 //! Dense layers, the multi-layer perceptron, and the masked loss.
 
-use crate::init::{kaiming_uniform, xavier_uniform, Init, InitScheme};
+use crate::init::{he_uniform, kaiming_uniform, xavier_uniform, Init, InitScheme};
 use engram_tape::{Backend, Tape, Var};
 use rand::Rng;
 use std::ops::Range;
@@ -109,6 +109,9 @@ impl Mlp {
                 }
                 InitScheme::XavierUniform => {
                     xavier_uniform(rng, l.fan_in, l.fan_out, &mut theta[l.weight.clone()]);
+                }
+                InitScheme::HeUniform => {
+                    he_uniform(rng, l.fan_in, &mut theta[l.weight.clone()]);
                 }
             }
         }

@@ -59,11 +59,33 @@ fn kaiming_uniform_is_the_default() {
     }
 }
 
+/// He-uniform (`torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")`): weights in
+/// (-sqrt(6/fan_in), sqrt(6/fan_in)) with variance 2/fan_in (gain sqrt(2)), filling the interval;
+/// biases exactly 0.
+#[test]
+fn he_uniform_bounds_variance_and_zero_biases() {
+    let model = Mlp::new(&[784, 256, 10]);
+    let theta =
+        model.init(&mut ChaCha8Rng::seed_from_u64(5), Init { zero_output: false, scheme: InitScheme::HeUniform });
+    for l in model.layers() {
+        let a = (6.0 / l.fan_in as f64).sqrt() as f32;
+        let w = &theta[l.weight.clone()];
+        let (min, max, mean, var) = stats(w);
+        assert!(min >= -a && max < a, "layer {}x{}: [{min}, {max}] outside (-{a}, {a})", l.fan_in, l.fan_out);
+        assert!(min < -0.95 * a && max > 0.95 * a, "layer {}x{} does not fill (-a, a)", l.fan_in, l.fan_out);
+        let sd_mean = (a as f64) / (3.0 * w.len() as f64).sqrt();
+        assert!(mean.abs() < 5.0 * sd_mean, "mean {mean}");
+        let want = 2.0 / l.fan_in as f64;
+        assert!((var / want - 1.0).abs() < 0.1, "variance {var}, want 2/fan_in = {want}");
+        assert!(theta[l.bias.clone()].iter().all(|&b| b == 0.0), "He-uniform leaves the biases at zero");
+    }
+}
+
 /// zero_output zeroes the last layer under either scheme; the same seed gives the same draw.
 #[test]
 fn zero_output_and_determinism() {
     let model = Mlp::new(&[20, 8, 3]);
-    for scheme in [InitScheme::KaimingUniform, InitScheme::XavierUniform] {
+    for scheme in [InitScheme::KaimingUniform, InitScheme::XavierUniform, InitScheme::HeUniform] {
         let init = Init { zero_output: true, scheme };
         let theta = model.init(&mut ChaCha8Rng::seed_from_u64(1), init);
         let last = &model.layers()[1];
