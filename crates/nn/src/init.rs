@@ -30,10 +30,7 @@ pub struct Init {
 /// PyTorch's `nn.Linear` default: `kaiming_uniform_(a = sqrt(5))` for the weight, which is
 /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, and the same bound for the bias.
 pub fn kaiming_uniform(rng: &mut impl Rng, fan_in: usize, out: &mut [f32]) {
-    let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-    for w in out.iter_mut() {
-        *w = rng.random_range(-bound..bound);
-    }
+    uniform(rng, 1.0 / (fan_in.max(1) as f32).sqrt(), out);
 }
 
 /// The bound `a` of Xavier/Glorot uniform (gain 1): `sqrt(6 / (fan_in + fan_out))`.
@@ -44,15 +41,16 @@ pub fn xavier_bound(fan_in: usize, fan_out: usize) -> f32 {
 /// Xavier/Glorot uniform (gain 1) for a `fan_in x fan_out` weight: `U(-a, a)` with
 /// `a = sqrt(6 / (fan_in + fan_out))`.
 pub fn xavier_uniform(rng: &mut impl Rng, fan_in: usize, fan_out: usize, out: &mut [f32]) {
-    let bound = xavier_bound(fan_in, fan_out);
-    for w in out.iter_mut() {
-        *w = rng.random_range(-bound..bound);
-    }
+    uniform(rng, xavier_bound(fan_in, fan_out), out);
 }
 
 /// He/Kaiming uniform for ReLU (gain sqrt(2)): `U(-sqrt(6/fan_in), sqrt(6/fan_in))`.
 pub fn he_uniform(rng: &mut impl Rng, fan_in: usize, out: &mut [f32]) {
-    let bound = (6.0 / fan_in.max(1) as f64).sqrt() as f32;
+    uniform(rng, (6.0 / fan_in.max(1) as f64).sqrt() as f32, out);
+}
+
+/// Fills `out` with draws from `U(-bound, bound)`, in order.
+fn uniform(rng: &mut impl Rng, bound: f32, out: &mut [f32]) {
     for w in out.iter_mut() {
         *w = rng.random_range(-bound..bound);
     }
