@@ -24,7 +24,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use engram_si::reference::{unfused_step_f32_with, Scratch};
 use engram_si::stream::triad_f32;
-use engram_si::{fused_step_f32, OmegaGrad, Optim, Slices, StepConfig};
+use engram_si::{fused_step_f32, OmegaGrad, Optimizer, Slices, StepConfig};
 
 /// Bytes per parameter the fused step must move: 7 f32 reads + 4 f32 writes.
 const STEP_BYTES: u64 = 44;
@@ -81,7 +81,7 @@ impl State {
 
 /// The full SI step: Adam, penalty on, omega from the task gradient.
 const CFG: StepConfig = StepConfig {
-    optim: Optim::Adam { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    optimizer: Optimizer::Adam { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
     c: 0.1,
     omega: Some(OmegaGrad::Task),
     t: 10,

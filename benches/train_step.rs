@@ -1,12 +1,13 @@
 //! One training step of the MLP, and the matrix products it is made of, in GFLOP/s.
 //!
 //! Three groups, all on the CPU backend (`Cpu::<f32>`, rayon over every core):
-//! - `train_step`: one full step exactly as `engram train` takes it: `Mlp::loss_grad` on a reused
-//!   `Tape` (forward, masked softmax cross-entropy, backward, gradients gathered into the flat
-//!   vector) then `Optimizer::step` with `OptimizerKind::adam(1e-3)`. The 784-256-256-10 MLP at
-//!   batch 64 and 256, and the Permuted MNIST network 784-2000-2000-10 at batch 256.
+//! - `train_step`: one full step exactly as `engram train` and the run take it: the batch copied
+//!   into the step's input buffer, `engram_nn::loss_and_grad` (forward, masked softmax
+//!   cross-entropy, backward, every layer's gradient written in place into the flat gradient
+//!   vector) then the fused step with Adam 1e-3 (`OptimizerState::step`). The 784-256-256-10 MLP
+//!   at batch 64 and 256, and the Permuted MNIST network 784-2000-2000-10 at batch 256.
 //! - `matmul`: `engram_tape::cpu::matmul` alone on the shapes that step uses, at batch 64 and 256.
-//! - `train_step_parts`: where the step's time goes: `loss_grad` alone, the Adam update alone,
+//! - `train_step_parts`: where the step's time goes: `loss_and_grad` alone, the Adam update alone,
 //!   and every matrix product of the step run back to back without the tape (the floor that
 //!   the step's element-wise work, copies and bookkeeping sit on top of).
 //!
@@ -22,8 +23,8 @@
 //! (read theta, g, m, v; write theta, m, v: 28 bytes per parameter).
 //!
 //! The synthetic data: inputs uniform in [0, 1) from a small pool of pre-drawn batches, cycled,
-//! and fresh uniform labels 0..9 at every step; each step copies its batch into a fresh tensor,
-//! as the training loop does. Labels that carry no signal make Adam kill most hidden ReLUs within
+//! and fresh uniform labels 0..9 at every step; each step copies its batch into the step's input
+//! buffer, as the training loop's gather does. Labels that carry no signal make Adam kill most hidden ReLUs within
 //! a few dozen steps; some 800 steps later the first moments of the parameters left with a zero
 //! gradient have decayed (by 0.9 a step) into subnormal floats, whose arithmetic is an order of
 //! magnitude slower on x86: the update then costs more than forward and backward together. So
@@ -40,8 +41,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use engram_nn::{Backend, Cpu, Init, Mlp, Optimizer, OptimizerKind, Tape};
-use engram_tape::cpu::matmul;
+use engram_nn::{Backend, Batch, Cpu, Init, Mlp, Tensor, ViewMut};
+use engram_si::{Optimizer, OptimizerState};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -87,64 +88,81 @@ impl Labels {
     }
 }
 
-/// Everything one training run holds between steps.
+/// Everything one training run holds between steps (on the CPU backend).
 struct Trainer {
+    be: Cpu<f32>,
     model: Mlp,
     theta0: Vec<f32>,
     theta: Vec<f32>,
     grad: Vec<f32>,
-    opt: Optimizer,
-    tape: Tape<Cpu<f32>>,
-    pool: Vec<Array2<f32>>,
+    opt: OptimizerState<Cpu<f32>>,
+    pool: Vec<Tensor<Cpu<f32>>>,
+    x: Tensor<Cpu<f32>>,
+    y: Tensor<Cpu<f32>, u32>,
+    loss: Tensor<Cpu<f32>>,
+    penalty: Tensor<Cpu<f32>, f64>,
     labels: Labels,
     next: usize,
 }
 
 impl Trainer {
     fn new(sizes: &[usize], batch: usize) -> Self {
+        let be = Cpu::<f32>::new();
         let model = Mlp::new(sizes);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let theta = model.init(&mut rng, Init::default());
-        let be = Cpu::<f32>::new();
         let pool = (0..POOL)
             .map(|_| {
-                let data = (0..batch * model.inputs()).map(|_| rng.random::<f32>()).collect();
-                be.from_vec(batch, model.inputs(), data)
+                let data: Vec<f32> = (0..batch * model.inputs()).map(|_| rng.random::<f32>()).collect();
+                Tensor::from_host(&be, batch, model.inputs(), &data).unwrap()
             })
             .collect();
         Self {
             grad: vec![0.0; theta.len()],
-            opt: Optimizer::new(OptimizerKind::adam(1e-3), theta.len()),
-            tape: Tape::new(be),
+            opt: OptimizerState::new(&be, Optimizer::adam(1e-3), theta.len()).unwrap(),
+            x: Tensor::zeros(&be, batch, model.inputs()).unwrap(),
+            y: Tensor::zeros(&be, 1, batch).unwrap(),
+            loss: Tensor::zeros(&be, 1, 1).unwrap(),
+            penalty: Tensor::zeros(&be, 1, 1).unwrap(),
             labels: Labels::new(1, batch),
             next: 0,
             model,
             theta0: theta.clone(),
             theta,
             pool,
+            be,
         }
     }
 
-    /// Forward and backward on the next batch (copied into a fresh tensor, as the training loop
-    /// does at every step) with fresh labels: the loss, with `dL/dtheta` in `self.grad`.
+    /// Forward and backward on the next batch (copied into the step's input buffer, as the
+    /// training loop's gather does) with fresh labels: the loss, with `dL/dtheta` in `self.grad`.
     fn loss_grad(&mut self) -> f32 {
-        let x = self.pool[self.next % POOL].clone();
+        let be = self.be;
+        be.copy(self.pool[self.next % POOL].view(), self.x.view_mut()).unwrap();
         self.next += 1;
-        let y = self.labels.next();
-        self.model.loss_grad(&mut self.tape, &self.theta, x, y, None, &mut self.grad)
+        be.upload_into(self.labels.next(), self.y.view_mut()).unwrap();
+        let batch = Batch { x: self.x.view(), labels: self.y.view(), mask: None };
+        let grad = ViewMut::row_of(&be, &mut self.grad);
+        engram_nn::loss_and_grad(&be, &self.model, &self.theta, batch, grad, self.loss.view_mut()).unwrap();
+        self.loss.buf[0]
+    }
+
+    /// The Adam update on the current gradient.
+    fn update(&mut self) {
+        self.opt.step(&self.be, &mut self.theta, &self.grad, None, 0.0, None, self.penalty.view_mut()).unwrap();
     }
 
     /// One full training step, as `engram train` takes it.
     fn step(&mut self) -> f32 {
         let loss = self.loss_grad();
-        self.opt.step(&mut self.theta, &self.grad);
+        self.update();
         loss
     }
 
     /// Back to the initial parameters and a fresh optimizer.
     fn restart(&mut self) {
         self.theta.copy_from_slice(&self.theta0);
-        self.opt.reset();
+        self.opt.reset(&self.be).unwrap();
     }
 
     /// The time of `iters` steps, restarting every [`RESTART`] steps (untimed).
@@ -163,6 +181,24 @@ impl Trainer {
         }
         total
     }
+}
+
+/// `op(A) op(B)` through the CPU backend's matrix product.
+fn matmul(a: &Array2<f32>, ta: bool, b: &Array2<f32>, tb: bool) -> Array2<f32> {
+    let m = if ta { a.ncols() } else { a.nrows() };
+    let n = if tb { b.nrows() } else { b.ncols() };
+    let mut c = Array2::zeros((m, n));
+    engram_tape::cpu::matmul(
+        a.as_slice().expect("standard layout"),
+        a.dim(),
+        ta,
+        b.as_slice().expect("standard layout"),
+        b.dim(),
+        tb,
+        c.as_slice_mut().expect("standard layout"),
+        false,
+    );
+    c
 }
 
 /// A matrix of uniform values in [-1, 1).
@@ -265,7 +301,7 @@ fn bench_parts(c: &mut Criterion) {
         let flops = step_flops(&SMALL, batch);
         let mut tr = Trainer::new(&SMALL, batch);
         group.throughput(Throughput::Elements(flops));
-        group.bench_function(BenchmarkId::new("loss_grad", batch), |b| b.iter(|| black_box(tr.loss_grad())));
+        group.bench_function(BenchmarkId::new("loss_and_grad", batch), |b| b.iter(|| black_box(tr.loss_grad())));
         let mm = StepMatmuls::new(&SMALL, batch);
         group.bench_function(BenchmarkId::new("matmuls_only", batch), |b| b.iter(|| black_box(mm.run())));
     }
@@ -274,9 +310,7 @@ fn bench_parts(c: &mut Criterion) {
         let mut tr = Trainer::new(sizes, 64);
         tr.loss_grad();
         group.throughput(Throughput::BytesDecimal(28 * tr.theta.len() as u64));
-        group.bench_function(BenchmarkId::new("adam_step", name), |b| {
-            b.iter(|| tr.opt.step(black_box(&mut tr.theta), black_box(&tr.grad)))
-        });
+        group.bench_function(BenchmarkId::new("adam_step", name), |b| b.iter(|| tr.update()));
     }
     group.finish();
 }

@@ -98,10 +98,7 @@ fn episodic_checkpoints_at_a_task_boundary_resume_to_this_binarys_run() {
     let Some(data) = mnist_dir() else { return };
     let cases: [(&str, &[&str]); 2] = [
         ("gem-task-boundary", &["--scenario", "rotated-mnist", "--method", "gem", "--tasks", "3", "--memories", "20"]),
-        (
-            "agem-task-boundary",
-            &["--scenario", "split-mnist", "--method", "agem", "--epochs", "1", "--memories", "20"],
-        ),
+        ("agem-task-boundary", &["--scenario", "split-mnist", "--method", "agem", "--epochs", "1", "--memories", "20"]),
     ];
     for (name, args) in cases {
         let got = resume(&data, name);

@@ -43,7 +43,7 @@ fn plot_writes_png_and_svg_of_the_expected_size() {
     let o = engram().arg("plot").arg(&a).arg(&b).arg("--out").arg(&png).output().unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    let want = engram_cl::plot::runs_figure_size(3, 2);
+    let want = engram_plot::runs_figure_size(3, 2);
     assert_eq!(png_size(&png), want);
     assert!(out.contains(&format!("{} x {}", want.0, want.1)), "{out}");
     // A PNG of that size that is not blank: the encoder compresses a white page to almost nothing.
@@ -191,7 +191,7 @@ fn sweep_selects_on_validation_resumes_and_emits_jobs() {
     assert_eq!(summary["test"]["setting"], summary["chosen"]);
     let tests: Vec<&Value> = lines.iter().filter(|v| v["sweep"]["phase"] == "test").collect();
     assert!(tests.iter().all(|v| v["sweep"]["eval"] == "test" && v["sweep"]["setting"] == summary["chosen"]));
-    assert!(png_size(&dir.join("sweep.png")) == engram_cl::plot::SWEEP_FIGURE_SIZE);
+    assert!(png_size(&dir.join("sweep.png")) == engram_plot::SWEEP_FIGURE_SIZE);
 
     // Resume: nothing left to do.
     let o = sweep(&[]);

@@ -1,6 +1,8 @@
 //! A run's state as a checkpoint (crate `engram-ckpt`): which tensor holds what, and the
 //! manifest's `run` object. Decoding checks every piece against the scenario and config it is
-//! resumed with, so a checkpoint that does not fit is refused, never half-loaded.
+//! resumed with, so a checkpoint that does not fit is refused, never half-loaded. The state comes
+//! down from the backend to be written (a checkpoint is the host's copy) and goes back up on
+//! resume; a method writes and reads its own tensors ([`Strategy::save`], [`Strategy::load`]).
 //!
 //! Tensors (all little-endian, row-major; `P` = number of parameters):
 //!
@@ -18,11 +20,16 @@
 //! | `agem.perm` | U32 | `[rows]` | A-GEM's index vector |
 //! | `progress.order` | U32 | `[n, 2]` | mid-task: the epoch's `(task, position)` sample order |
 
-use crate::runner::{self, layer_sizes, Carried, MemoryRows, Progress, RunConfig, RunState};
+use crate::config::{layer_sizes, RunConfig};
+use crate::methods::episodic::{memory_rows, EpisodicRecord};
+use crate::methods::{self, Carried, StateAndMethod, Strategy};
+use crate::run::{phase_samples, phases};
+use crate::saved::{self, u32s};
 use crate::scenario::{Scenario, ScenarioSpec};
-use crate::strategy::{Method, Penalty, SiVariant};
+use crate::state::{Profile, Progress, Run, RunBackend, RunError, RunState};
 use engram_ckpt::{Checkpoint, Data, Tensor};
-use engram_nn::{Mlp, Optimizer, OptimizerKind};
+use engram_nn::Mlp;
+use engram_si::OptimizerState;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -77,19 +84,6 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
-/// The episodic memory's bookkeeping (its arrays are tensors).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EpisodicRecord {
-    blocks: Vec<[usize; 2]>,
-    masks: Vec<Option<Vec<bool>>>,
-    ring_lengths: Vec<usize>,
-    ring_cursors: Vec<usize>,
-    projections: usize,
-    constrained_steps: usize,
-    worst_kkt: f64,
-}
-
 /// The manifest's `run` object.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,76 +106,49 @@ struct RunRecord {
     per_task_seconds: Vec<f64>,
     task_seconds: f64,
     seconds: f64,
-    profile: runner::Profile,
-    episodic: Option<EpisodicRecord>,
+    profile: Profile,
+    /// GEM / A-GEM: the memory's bookkeeping ([`EpisodicRecord`]).
+    episodic: Option<Value>,
     /// What the front end wants back on resume (output paths, checkpoint settings).
     #[serde(default)]
     cli: Value,
 }
 
-/// The checkpoint of `st`, a run of `cfg` on `scenario` (built from `spec`); `cli` is stored as
-/// is under `run.cli`.
-pub fn encode(st: &RunState, spec: &ScenarioSpec, scenario: &Scenario, cfg: &RunConfig, cli: Value) -> Checkpoint {
+/// The checkpoint of the run state `st` and its method's `strategy`, a run of `run.cfg` on
+/// `run.scenario` (built from `spec`); `cli` is stored as is under `run.cli`.
+pub fn encode<B: RunBackend>(
+    run: &Run<'_, B>,
+    st: &RunState<B>,
+    strategy: &dyn Strategy<B>,
+    spec: &ScenarioSpec,
+    cli: Value,
+) -> Result<Checkpoint, RunError> {
+    let be = run.be;
     let mut t = BTreeMap::new();
-    let mut put = |name: &str, tensor: Tensor| {
-        t.insert(name.to_string(), tensor);
-    };
-    put("model.theta", Tensor::f32(st.theta.clone()));
-    if matches!(cfg.optimizer, OptimizerKind::Adam { .. }) {
-        put("optimizer.m", Tensor::f32(st.opt.m.clone()));
-        put("optimizer.v", Tensor::f32(st.opt.v.clone()));
+    t.insert("model.theta".to_string(), saved::download_f32(be, &st.theta)?);
+    if let Some((m, v)) = &st.optimizer.moments {
+        t.insert("optimizer.m".to_string(), saved::download_f32(be, m)?);
+        t.insert("optimizer.v".to_string(), saved::download_f32(be, v)?);
     }
-    if cfg.method.is_quadratic() {
-        put("penalty.big_omega", Tensor::f32(st.pen.big_omega.clone()));
-        put("penalty.theta_star", Tensor::f32(st.pen.theta_star.clone()));
-    }
-    if cfg.method == Method::Si {
-        put("penalty.omega", Tensor::f32(st.pen.omega.clone()));
-    }
-    if !st.prev_delta.is_empty() {
-        put("si.prev_delta", Tensor::f32(st.prev_delta.clone()));
-    }
-    if !st.theta_init.is_empty() {
-        put("si.theta_init", Tensor::f32(st.theta_init.clone()));
-    }
-    let episodic = st.episodic.as_ref().map(|ep| {
-        let m = &ep.memory;
-        put("episodic.x", Tensor::matrix(m.rows(), Data::F32(m.x.clone())));
-        put("episodic.y", Tensor::u32(m.y.clone()));
-        put("episodic.row_task", Tensor::u32(m.row_task.clone()));
-        put("episodic.current", Tensor::u32(m.current_positions()));
-        if cfg.method == Method::Agem {
-            put("agem.perm", Tensor::u32(ep.perm().to_vec()));
-        }
-        let (ring_lengths, ring_cursors) = m.current_rings();
-        EpisodicRecord {
-            blocks: m.blocks.iter().map(|b| [b.start, b.end]).collect(),
-            masks: m.masks.clone(),
-            ring_lengths,
-            ring_cursors,
-            projections: ep.projections,
-            constrained_steps: ep.constrained_steps,
-            worst_kkt: ep.worst_kkt,
-        }
-    });
+    let episodic = strategy.save(run, &mut t)?;
     if st.progress.mid_phase() {
         let flat: Vec<u32> = st.order.iter().flat_map(|&(a, b)| [a, b]).collect();
-        put("progress.order", Tensor::matrix(st.order.len(), Data::U32(flat)));
+        t.insert("progress.order".to_string(), Tensor::matrix(st.order.len(), Data::U32(flat)));
     }
     let mut rng = BTreeMap::new();
-    rng.insert("shuffle".to_string(), RngState::of(&st.shuffle_rng));
-    rng.insert("sample".to_string(), RngState::of(&st.sample_rng));
-    rng.insert("memory".to_string(), RngState::of(&st.memory_rng));
+    rng.insert("shuffle".to_string(), RngState::of(&st.streams.shuffle));
+    rng.insert("sample".to_string(), RngState::of(&st.streams.sample));
+    rng.insert("memory".to_string(), RngState::of(&st.streams.memory));
     let rec = RunRecord {
         kind: RUN_KIND.into(),
         scenario: spec.clone(),
-        config: cfg.clone(),
-        layer_sizes: layer_sizes(scenario, cfg),
-        num_params: st.theta.len(),
-        task_names: scenario.tasks.iter().map(|t| t.name.clone()).collect(),
+        config: run.cfg.clone(),
+        layer_sizes: layer_sizes(run.scenario, run.cfg),
+        num_params: run.model.num_params(),
+        task_names: run.scenario.tasks.iter().map(|t| t.name.clone()).collect(),
         at_task_boundary: !st.progress.mid_phase(),
         progress: st.progress,
-        optimizer_steps: st.opt.t,
+        optimizer_steps: st.optimizer.t,
         rng,
         b: st.b.clone(),
         r: st.r.clone(),
@@ -193,7 +160,7 @@ pub fn encode(st: &RunState, spec: &ScenarioSpec, scenario: &Scenario, cfg: &Run
         episodic,
         cli,
     };
-    Checkpoint { run: serde_json::to_value(rec).expect("a run record serializes"), tensors: t }
+    Ok(Checkpoint { run: serde_json::to_value(rec).expect("a run record serializes"), tensors: t })
 }
 
 fn record(ck: &Checkpoint) -> Result<RunRecord, String> {
@@ -209,32 +176,9 @@ pub fn describe(ck: &Checkpoint) -> Result<(ScenarioSpec, RunConfig, Value), Str
     Ok((r.scenario, r.config, r.cli))
 }
 
-/// The checkpoint's progress and whether it is at a task boundary.
+/// The checkpoint's progress.
 pub fn progress(ck: &Checkpoint) -> Result<Progress, String> {
     Ok(record(ck)?.progress)
-}
-
-fn f32s<'a>(ck: &'a Checkpoint, name: &str, len: usize) -> Result<&'a [f32], String> {
-    let t = ck.tensor(name).map_err(|e| e.to_string())?;
-    match &t.data {
-        Data::F32(v) if v.len() == len && t.shape.len() <= 2 => Ok(v),
-        Data::F32(v) => Err(format!("tensor `{name}` holds {} values; this run needs {len}", v.len())),
-        Data::U32(_) => Err(format!("tensor `{name}` is U32; expected F32")),
-    }
-}
-
-fn u32s<'a>(ck: &'a Checkpoint, name: &str) -> Result<&'a [u32], String> {
-    match &ck.tensor(name).map_err(|e| e.to_string())?.data {
-        Data::U32(v) => Ok(v),
-        Data::F32(_) => Err(format!("tensor `{name}` is F32; expected U32")),
-    }
-}
-
-fn finite(name: &str, v: &[f32]) -> Result<(), String> {
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(i) => Err(format!("tensor `{name}` holds {} at index {i}: the run had already diverged", v[i])),
-        None => Ok(()),
-    }
 }
 
 fn check_layers(rec: &RunRecord, scenario: &Scenario, cfg: &RunConfig) -> Result<usize, String> {
@@ -249,78 +193,26 @@ fn check_layers(rec: &RunRecord, scenario: &Scenario, cfg: &RunConfig) -> Result
     Ok(n)
 }
 
-/// Rebuilds the state of a stopped run of `cfg` on `scenario` (both as recorded in the
-/// checkpoint), checking that every piece fits.
-pub fn decode(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<RunState, String> {
+/// Rebuilds the state of a stopped run (`run`'s scenario and config, as recorded in the
+/// checkpoint) on the backend, checking that every piece fits.
+pub fn decode<B: RunBackend>(run: &Run<'_, B>, ck: &Checkpoint) -> Result<StateAndMethod<B>, String> {
+    let (be, scenario, cfg) = (run.be, run.scenario, run.cfg);
     let rec = record(ck)?;
     if rec.config != *cfg {
         return Err("the checkpoint was written by a run with another configuration".into());
     }
     let n = check_layers(&rec, scenario, cfg)?;
-    let theta = f32s(ck, "model.theta", n)?.to_vec();
-    finite("model.theta", &theta)?;
-    let mut opt = Optimizer::new(cfg.optimizer, n);
-    if matches!(cfg.optimizer, OptimizerKind::Adam { .. }) {
-        opt.m.copy_from_slice(f32s(ck, "optimizer.m", n)?);
-        opt.v.copy_from_slice(f32s(ck, "optimizer.v", n)?);
-        finite("optimizer.m", &opt.m)?;
-        finite("optimizer.v", &opt.v)?;
+    let theta = saved::upload_f32(be, ck, "model.theta", n)?;
+    let mut optimizer = OptimizerState::new(be, cfg.optimizer, n).map_err(|e| e.to_string())?;
+    if optimizer.moments.is_some() {
+        optimizer.moments =
+            Some((saved::upload_f32(be, ck, "optimizer.m", n)?, saved::upload_f32(be, ck, "optimizer.v", n)?));
     }
-    opt.t = rec.optimizer_steps;
-    let mut pen = Penalty::new(cfg.method, &theta);
-    if cfg.method.is_quadratic() {
-        pen.big_omega.copy_from_slice(f32s(ck, "penalty.big_omega", n)?);
-        pen.theta_star.copy_from_slice(f32s(ck, "penalty.theta_star", n)?);
-        finite("penalty.big_omega", &pen.big_omega)?;
-        finite("penalty.theta_star", &pen.theta_star)?;
-    }
-    if cfg.method == Method::Si {
-        pen.omega.copy_from_slice(f32s(ck, "penalty.omega", n)?);
-        finite("penalty.omega", &pen.omega)?;
-    }
-    let si = cfg.method == Method::Si;
-    let prev_delta =
-        if si && cfg.si_variant == SiVariant::PrevStep { f32s(ck, "si.prev_delta", n)?.to_vec() } else { Vec::new() };
-    let theta_init =
-        if si && cfg.si_variant == SiVariant::FromInit { f32s(ck, "si.theta_init", n)?.to_vec() } else { Vec::new() };
-
-    let mut episodic = runner::new_episodic(scenario, cfg);
-    match (&mut episodic, &rec.episodic) {
-        (Some(ep), Some(er)) => {
-            let rows = memory_rows(ck, er, ep.memory.dim)?;
-            if rows.blocks.len() > rec.progress.phases_done {
-                return Err(format!(
-                    "the episodic memory holds {} tasks after {} finished",
-                    rows.blocks.len(),
-                    rec.progress.phases_done
-                ));
-            }
-            ep.memory
-                .restore_finished(rows.x, rows.y, rows.row_task, rows.blocks, rows.masks)
-                .map_err(|e| format!("episodic memory: {e}"))?;
-            let current = u32s(ck, "episodic.current")?;
-            ep.memory
-                .restore_current(current, &er.ring_lengths, &er.ring_cursors)
-                .map_err(|e| format!("episodic memory: {e}"))?;
-            if cfg.method == Method::Agem {
-                // A permutation of the rows held when it was last drawn from (it is rebuilt
-                // when the memory has grown since).
-                let perm = u32s(ck, "agem.perm")?.to_vec();
-                if perm.len() > ep.memory.rows() {
-                    return Err("tensor `agem.perm` indexes more rows than the memory holds".into());
-                }
-                ep.restore_perm(perm).map_err(|e| format!("tensor `agem.perm`: {e}"))?;
-            }
-            ep.projections = er.projections;
-            ep.constrained_steps = er.constrained_steps;
-            ep.worst_kkt = er.worst_kkt;
-        }
-        (None, None) => {}
-        _ => return Err("the checkpoint's episodic memory does not match the method".into()),
-    }
-
-    let phases = runner::phases(scenario, cfg);
+    optimizer.t = rec.optimizer_steps;
+    let mut strategy = methods::build(run, &theta).map_err(|e| e.to_string())?;
     let p = rec.progress;
+    strategy.load(run, ck, rec.episodic.as_ref(), p.phases_done)?;
+    let phases = phases(scenario.tasks.len(), strategy.joint());
     let tasks = scenario.tasks.len();
     if p.phases_done > phases.len() || rec.r.len() != p.phases_done {
         return Err(format!("progress: {} phases done, {} rows of R", p.phases_done, rec.r.len()));
@@ -337,7 +229,7 @@ pub fn decode(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<R
         if p.phases_done >= phases.len() || p.epoch >= cfg.epochs {
             return Err(format!("progress: epoch {} of phase {} is past the end of the run", p.epoch, p.phases_done));
         }
-        let expected = runner::phase_samples(scenario, &phases[p.phases_done]);
+        let expected = phase_samples(scenario, &phases[p.phases_done]);
         if p.step > expected.len().div_ceil(cfg.batch) {
             return Err(format!("progress: step {} is past the end of the epoch", p.step));
         }
@@ -362,16 +254,11 @@ pub fn decode(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<R
         Vec::new()
     };
     let rng = |k: &str| rec.rng.get(k).ok_or_else(|| format!("the random stream {k:?} is missing"))?.rng();
-    Ok(RunState {
+    let st = RunState {
+        grad: be.alloc(n).map_err(|e| e.to_string())?,
         theta,
-        opt,
-        pen,
-        episodic,
-        prev_delta,
-        theta_init,
-        shuffle_rng: rng("shuffle")?,
-        sample_rng: rng("sample")?,
-        memory_rng: rng("memory")?,
+        optimizer,
+        streams: crate::state::Streams { shuffle: rng("shuffle")?, sample: rng("sample")?, memory: rng("memory")? },
         b: rec.b,
         r: rec.r,
         r_train: rec.r_train,
@@ -381,20 +268,8 @@ pub fn decode(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<R
         profile: rec.profile,
         progress: p,
         order,
-    })
-}
-
-fn memory_rows(ck: &Checkpoint, er: &EpisodicRecord, dim: usize) -> Result<MemoryRows, String> {
-    let y = u32s(ck, "episodic.y")?.to_vec();
-    let x = f32s(ck, "episodic.x", y.len().checked_mul(dim).ok_or("episodic memory too large")?)?.to_vec();
-    finite("episodic.x", &x)?;
-    Ok(MemoryRows {
-        x,
-        y,
-        row_task: u32s(ck, "episodic.row_task")?.to_vec(),
-        blocks: er.blocks.iter().map(|&[s, e]| s..e).collect(),
-        masks: er.masks.clone(),
-    })
+    };
+    Ok((st, strategy))
 }
 
 /// What `--init-from` takes from a trained model for a new run of `cfg` on `scenario`, with a
@@ -412,8 +287,8 @@ pub fn carried(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<
         ));
     }
     let n = check_layers(&rec, scenario, cfg)?;
-    let theta = f32s(ck, "model.theta", n)?.to_vec();
-    finite("model.theta", &theta)?;
+    let theta = saved::f32s(ck, "model.theta", n)?.to_vec();
+    saved::finite("model.theta", &theta)?;
     let old = rec.config.method;
     let mut notes = vec![format!(
         "parameters: from the {} model after {} task(s) of {} (seed {})",
@@ -423,10 +298,10 @@ pub fn carried(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<
         rec.config.seed
     )];
     let penalty = if cfg.method.is_quadratic() && old == cfg.method {
-        let o = f32s(ck, "penalty.big_omega", n)?.to_vec();
-        let s = f32s(ck, "penalty.theta_star", n)?.to_vec();
-        finite("penalty.big_omega", &o)?;
-        finite("penalty.theta_star", &s)?;
+        let o = saved::f32s(ck, "penalty.big_omega", n)?.to_vec();
+        let s = saved::f32s(ck, "penalty.theta_star", n)?.to_vec();
+        saved::finite("penalty.big_omega", &o)?;
+        saved::finite("penalty.theta_star", &s)?;
         notes.push(format!("importance: Omega and theta* carried over ({})", old.name()));
         Some((o, s))
     } else {
@@ -441,12 +316,14 @@ pub fn carried(ck: &Checkpoint, scenario: &Scenario, cfg: &RunConfig) -> Result<
     };
     let memory = match (&rec.episodic, cfg.method.is_episodic() && old == cfg.method) {
         (Some(er), true) => {
+            let er: EpisodicRecord = serde_json::from_value(er.clone())
+                .map_err(|e| format!("the manifest's episodic record is invalid: {e}"))?;
             let dim = scenario.tasks[0].train.split.dim;
-            let rows = memory_rows(ck, er, dim)?;
+            let rows = memory_rows(ck, &er, dim)?;
             notes.push(format!(
                 "episodic memory: {} rows of {} finished task(s) carried over",
                 rows.y.len(),
-                er.blocks.len()
+                rows.blocks.len()
             ));
             Some(rows)
         }

@@ -11,10 +11,7 @@
 //! * the drift of the parameters away from the anchor, weighted by the importance that
 //!   protects them: `sum_i Omega_i |theta_i - theta*_i| / sum_i Omega_i`.
 
-use engram_nn::{masked_loss, Backend, Cpu, Mlp, Tape, TaskMask};
 use serde_json::{json, Value};
-
-use crate::scenario::View;
 
 /// The quantile levels reported for importance distributions.
 pub const LEVELS: [f64; 7] = [0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0];
@@ -102,33 +99,6 @@ impl TaskDiagnostics {
             "penalty_share_curve": self.penalty_share_curve,
         })
     }
-}
-
-/// Mean masked cross-entropy of `theta` over every sample of `view`, forward only, in chunks
-/// of `chunk` rows; each chunk's mean is weighted by its size and summed in f64.
-pub fn mean_loss(model: &Mlp, theta: &[f32], view: &View, mask: Option<&TaskMask>, chunk: usize) -> f64 {
-    let be = Cpu::<f32>::new();
-    let n = view.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    let mask_t = mask.map(|m| m.tensor(&be));
-    let mut tape = Tape::new(be);
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    let mut total = 0.0f64;
-    for start in (0..n).step_by(chunk.max(1)) {
-        let end = (start + chunk.max(1)).min(n);
-        x.clear();
-        y.clear();
-        view.fill(start..end, &mut x, &mut y);
-        tape.clear();
-        let params = model.load(&mut tape, theta, false);
-        let xv = tape.constant(be.from_vec(end - start, model.inputs(), std::mem::take(&mut x)));
-        let logits = model.forward(&mut tape, &params, xv);
-        let loss = masked_loss(&mut tape, logits, &y, mask_t.as_ref());
-        total += be.scalar(tape.value(loss)) as f64 * (end - start) as f64;
-    }
-    total / n as f64
 }
 
 /// The new importance term `omega_i / ((theta_i - theta*_i)^2 + xi)` of SI eq. (5), before any

@@ -1,28 +1,32 @@
-//! engram-cl: continual learning on top of the engine.
+//! engram-cl: continual learning on top of the engine, on any backend.
 //!
 //! * [`scenario`]: Split, Permuted and Rotated MNIST and even/odd, as views over one shared MNIST.
-//! * [`strategy`]: the methods; every quadratic penalty shares one state and one fused step.
-//! * [`importance`]: diagonal Fisher and MAS importances from one batched backward.
-//! * [`runner`]: the training loop, the accuracy matrix and the profile.
+//! * [`data`]: the tasks' data on the backend, uploaded once per run; batches gathered by index.
+//! * [`config`]: a run's hyperparameters and their one validation; [`protocol`]: each
+//!   benchmark's published defaults.
+//! * [`methods`]: one [`methods::Strategy`] per method, one file per family (fine-tuning and
+//!   joint; the quadratic penalties SI, EWC, online EWC, L2, MAS; GEM; A-GEM).
+//! * [`run`]: the training loop, the accuracy matrix and the profile; [`state`]: what it shares
+//!   with the methods (the state on the backend, the time split, errors).
 //! * [`checkpoint`]: a run's state as a checkpoint (safetensors + manifest) and back.
-//! * [`metrics`]: ACC, BWT, FWT, forgetting, learning accuracy.
-//! * [`diagnose`]: SI diagnostics (path integral against the loss drop, importance distributions).
-//! * [`plot`]: figures (PNG/SVG) of runs and sweeps.
-//! * [`episodic`], [`gem`], [`qp`]: GEM and A-GEM's memories, batched memory gradients, and the
-//!   hand-written solver of GEM's dual quadratic program.
+//! * [`metrics`]: ACC, BWT, FWT, forgetting, learning accuracy; [`report`] and [`output`]: tables,
+//!   JSON and CSV of a run; [`diagnose`]: SI diagnostics; [`estimate`]: a forecast of a run's time.
+//!
+//! The library has no user interface: the command line (crate `engram-cli`) parses flags
+//! (the `clap` feature derives its value enums here) and draws figures (crate `engram-plot`).
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod diagnose;
-pub mod episodic;
-pub mod gem;
-pub mod importance;
+pub mod estimate;
+pub mod methods;
 pub mod metrics;
 pub mod output;
-pub mod plot;
 pub mod protocol;
-pub mod qp;
 pub mod report;
-pub mod runner;
+pub mod run;
+pub mod saved;
 pub mod scenario;
-pub mod strategy;
+pub mod state;

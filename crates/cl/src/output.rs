@@ -1,6 +1,7 @@
 //! The machine-readable record of a run (`--out` JSON, `--csv`).
 
-use crate::runner::{RunConfig, RunResult};
+use crate::config::RunConfig;
+use crate::run::RunResult;
 use crate::scenario::{Scenario, ScenarioSpec};
 use serde_json::{json, Value};
 
@@ -12,19 +13,13 @@ pub fn run_json(spec: &ScenarioSpec, sc: &Scenario, cfg: &RunConfig, res: &RunRe
     let mut params = serde_json::to_value(cfg).expect("serializable config");
     if let Value::Object(p) = &mut params {
         p.insert("lr".into(), json!(cfg.optimizer.lr()));
-        p.insert(
-            "optimizer".into(),
-            json!(match cfg.optimizer {
-                engram_nn::OptimizerKind::Sgd { .. } => "sgd",
-                engram_nn::OptimizerKind::Adam { .. } => "adam",
-            }),
-        );
+        p.insert("optimizer".into(), json!(cfg.optimizer.name()));
         p.insert("tasks".into(), json!(sc.tasks.len()));
         p.insert("samples_per_task".into(), json!(spec.samples_per_task));
         p.insert("permute_first".into(), json!(spec.permute_first));
         p.insert("rotation_step".into(), json!(spec.rotation_step));
         p.insert("angles".into(), json!(spec.angles));
-        p.insert("layer_sizes".into(), json!(crate::runner::layer_sizes(sc, cfg)));
+        p.insert("layer_sizes".into(), json!(crate::config::layer_sizes(sc, cfg)));
         p.insert("threads".into(), json!(rayon::current_num_threads()));
     }
     let mut v = json!({
@@ -49,7 +44,7 @@ pub fn run_json(spec: &ScenarioSpec, sc: &Scenario, cfg: &RunConfig, res: &RunRe
         "peak_rss_bytes": res.peak_rss_bytes,
         "strategy_state_bytes": res.strategy_state_bytes,
         "num_params": res.num_params,
-        "device": "cpu",
+        "device": res.device,
     });
     if let (Some(rt), Some(mt)) = (&res.r_train, &res.metrics_train) {
         v["R_train"] = json!(rt);

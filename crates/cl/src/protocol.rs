@@ -1,44 +1,11 @@
 //! Each benchmark's published protocol: the defaults `engram run` uses when a flag is not given.
 //! Sources: PROTOCOLS.md (Zenke et al. 2017 and its official code; Lopez-Paz & Ranzato 2017).
 
+use crate::config::{InitChoice, RunConfig};
+use crate::methods::importance::FisherKind;
+use crate::methods::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
 use crate::scenario::ScenarioKind;
-use crate::strategy::Method;
-
-/// Optimizer family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptChoice {
-    /// Bias-corrected Adam, betas (0.9, 0.999), eps 1e-8.
-    Adam,
-    /// Plain SGD.
-    Sgd,
-}
-
-/// Initial weights (`--init`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum InitChoice {
-    /// PyTorch's `nn.Linear` default: weights and biases `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
-    #[default]
-    KaimingUniform,
-    /// Xavier/Glorot uniform, `U(-a, a)` with `a = sqrt(6/(fan_in+fan_out))`, and zero biases:
-    /// the GEM paper's official code (`model/common.py`).
-    XavierUniform,
-    /// He/Kaiming uniform for ReLU, `U(-sqrt(6/fan_in), sqrt(6/fan_in))`, and zero biases:
-    /// `torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")`.
-    HeUniform,
-}
-
-impl InitChoice {
-    /// The engine's scheme.
-    pub fn scheme(self) -> engram_nn::InitScheme {
-        match self {
-            InitChoice::KaimingUniform => engram_nn::InitScheme::KaimingUniform,
-            InitChoice::XavierUniform => engram_nn::InitScheme::XavierUniform,
-            InitChoice::HeUniform => engram_nn::InitScheme::HeUniform,
-        }
-    }
-}
+use engram_si::Optimizer;
 
 /// Default hyperparameters of a benchmark.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,10 +14,8 @@ pub struct Defaults {
     pub hidden: usize,
     /// Hidden layers.
     pub layers: usize,
-    /// Optimizer.
-    pub optimizer: OptChoice,
-    /// Learning rate.
-    pub lr: f32,
+    /// Optimizer, with its learning rate.
+    pub optimizer: Optimizer,
     /// Batch size.
     pub batch: usize,
     /// Epochs per task.
@@ -103,8 +68,7 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
         ScenarioKind::SplitMnist => Defaults {
             hidden: 256,
             layers: 2,
-            optimizer: OptChoice::Adam,
-            lr: 1e-3,
+            optimizer: Optimizer::adam(1e-3),
             batch: 64,
             epochs: 10,
             reset_optimizer: true,
@@ -119,8 +83,7 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
         ScenarioKind::PermutedMnist => Defaults {
             hidden: 2000,
             layers: 2,
-            optimizer: OptChoice::Adam,
-            lr: 1e-3,
+            optimizer: Optimizer::adam(1e-3),
             batch: 256,
             epochs: 20,
             reset_optimizer: false,
@@ -135,11 +98,12 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
         ScenarioKind::RotatedMnist => Defaults {
             hidden: 100,
             layers: 2,
-            optimizer: OptChoice::Sgd,
-            lr: match method {
-                Method::Ewc => 0.01,
-                Method::Gem | Method::Agem => 0.1,
-                _ => 0.003,
+            optimizer: Optimizer::Sgd {
+                lr: match method {
+                    Method::Ewc => 0.01,
+                    Method::Gem | Method::Agem => 0.1,
+                    _ => 0.003,
+                },
             },
             batch: 10,
             epochs: 1,
@@ -155,8 +119,7 @@ pub fn defaults(kind: ScenarioKind, method: Method) -> Defaults {
         ScenarioKind::EvenOdd => Defaults {
             hidden: 128,
             layers: 1,
-            optimizer: OptChoice::Adam,
-            lr: 1e-3,
+            optimizer: Optimizer::adam(1e-3),
             batch: 64,
             epochs: 6,
             reset_optimizer: true,
@@ -182,8 +145,8 @@ pub struct Overrides {
     pub xi: Option<f32>,
     /// `--lr`.
     pub lr: Option<f32>,
-    /// `--optimizer`.
-    pub optimizer: Option<OptChoice>,
+    /// `--optimizer` (its learning rate is `lr`'s, or the benchmark's).
+    pub optimizer: Option<Optimizer>,
     /// `--epochs`.
     pub epochs: Option<usize>,
     /// `--batch`.
@@ -206,7 +169,7 @@ pub struct Overrides {
     pub memory_strength: Option<f32>,
 }
 
-/// Fills a [`crate::runner::RunConfig`] from the defaults of `kind` and the overrides. Returns
+/// Fills a [`RunConfig`] from the defaults of `kind` and the overrides. Returns
 /// the config and the number of training samples per task (`None`: all).
 #[allow(clippy::too_many_arguments)]
 pub fn resolve(
@@ -214,21 +177,18 @@ pub fn resolve(
     method: Method,
     o: &Overrides,
     seed: u64,
-    si: (crate::strategy::SiGrad, crate::strategy::SiRelu),
-    ewc: (crate::importance::FisherKind, crate::strategy::EwcMode, f32),
+    si: (SiGrad, SiRelu),
+    ewc: (FisherKind, EwcMode, f32),
     importance_samples: usize,
     eval_train: bool,
-) -> (crate::runner::RunConfig, Option<usize>) {
+) -> (RunConfig, Option<usize>) {
     let d = defaults(kind, method);
     let strength = o.strength.unwrap_or(d.strength);
-    let lr = o.lr.unwrap_or(d.lr);
-    let optimizer = match o.optimizer.unwrap_or(d.optimizer) {
-        OptChoice::Adam => engram_nn::OptimizerKind::adam(lr),
-        OptChoice::Sgd => engram_nn::OptimizerKind::Sgd { lr },
-    };
+    let lr = o.lr.unwrap_or(d.optimizer.lr());
+    let optimizer = o.optimizer.unwrap_or(d.optimizer).with_lr(lr);
     // EWC's penalty is (lambda/2) sum F (theta - theta*)^2; the fused step computes c sum ...
     let c = if method == Method::Ewc { strength / 2.0 } else { strength };
-    let cfg = crate::runner::RunConfig {
+    let cfg = RunConfig {
         method,
         c,
         strength,
@@ -243,7 +203,7 @@ pub fn resolve(
         reset_optimizer: o.reset_optimizer.unwrap_or(d.reset_optimizer),
         si_grad: si.0,
         si_relu: si.1,
-        si_variant: crate::strategy::SiVariant::Official,
+        si_variant: SiVariant::Official,
         fisher: ewc.0,
         ewc_mode: ewc.1,
         gamma: ewc.2,

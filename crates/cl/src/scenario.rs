@@ -16,7 +16,8 @@ use std::sync::Arc;
 pub const SIDE: usize = 28;
 
 /// The benchmark family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ScenarioKind {
     /// Five two-digit tasks {0,1},{2,3},{4,5},{6,7},{8,9} (Zenke et al. 2017).
@@ -42,7 +43,8 @@ impl ScenarioKind {
 }
 
 /// How the output layer is shared between tasks (van de Ven & Tolias 2019).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Setting {
     /// Task-incremental: the task is known; logits outside the task's classes are masked.
@@ -120,7 +122,8 @@ impl View {
         self.len() == 0
     }
 
-    fn sample(&self, pos: usize) -> usize {
+    /// The index in the shared split of the sample at `pos`.
+    pub fn sample(&self, pos: usize) -> usize {
         self.indices.as_ref().map_or(pos, |ix| ix[pos] as usize)
     }
 

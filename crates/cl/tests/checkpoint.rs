@@ -4,13 +4,20 @@
 
 mod common;
 
-use common::{cfg, split_scenario};
+use common::{cfg, cpu, run, split_scenario};
 use engram_ckpt::{Checkpoint, Data, Tensor};
-use engram_cl::checkpoint::{carried, decode, encode};
-use engram_cl::runner::{run, run_with, Checkpointing, RunConfig, RunResult, RunState, Start};
+use engram_cl::checkpoint::{carried, progress};
+use engram_cl::config::{layer_sizes, RunConfig};
+use engram_cl::methods::{EwcMode, Method, SiVariant};
+use engram_cl::run::{run_with, Checkpointing, RunResult, Start};
 use engram_cl::scenario::{Scenario, ScenarioKind, ScenarioSpec};
-use engram_cl::strategy::{EwcMode, Method, SiVariant};
-use engram_nn::OptimizerKind;
+use engram_cl::state::RunError;
+use engram_si::Optimizer;
+
+/// Resumes `c` on `sc` from `ck`.
+fn resume(sc: &Scenario, c: &RunConfig, ck: &Checkpoint) -> Result<RunResult, RunError> {
+    run_with(&cpu(), sc, c, Start::Resume(Box::new(ck.clone())), None, |_| {})
+}
 
 fn bits(r: &[Vec<f64>]) -> Vec<Vec<u64>> {
     r.iter().map(|row| row.iter().map(|v| v.to_bits()).collect()).collect()
@@ -31,12 +38,12 @@ type Files = (Vec<u8>, Vec<u8>);
 fn run_saving(sc: &Scenario, c: &RunConfig, every: u64) -> (RunResult, Vec<Files>) {
     let spec = ScenarioSpec::new(ScenarioKind::SplitMnist);
     let mut saved = Vec::new();
-    let mut save = |st: &RunState| -> Result<(), String> {
-        saved.push(encode(st, &spec, sc, c, serde_json::Value::Null).to_bytes().map_err(|e| e.to_string())?);
+    let mut save = |ck: &Checkpoint, _steps: u64| -> Result<(), String> {
+        saved.push(ck.to_bytes().map_err(|e| e.to_string())?);
         Ok(())
     };
-    let res = run_with(sc, c, Start::Fresh, Some(Checkpointing { every: Some(every), save: &mut save }), |_| {})
-        .unwrap_or_else(|e| panic!("{:?}: {e}", c.method));
+    let ck = Checkpointing { every: Some(every), spec: &spec, cli: serde_json::Value::Null, save: &mut save };
+    let res = run_with(&cpu(), sc, c, Start::Fresh, Some(ck), |_| {}).unwrap_or_else(|e| panic!("{:?}: {e}", c.method));
     (res, saved)
 }
 
@@ -52,7 +59,7 @@ fn configs() -> Vec<(String, RunConfig)> {
     v.push((
         "si sgd, optimizer kept, training R".into(),
         RunConfig {
-            optimizer: OptimizerKind::Sgd { lr: 0.05 },
+            optimizer: Optimizer::Sgd { lr: 0.05 },
             reset_optimizer: false,
             eval_train: true,
             ..cfg(Method::Si)
@@ -75,9 +82,8 @@ fn resuming_from_any_checkpoint_is_bit_identical_for_every_method() {
         let mut mid = 0;
         for (i, (m, t)) in saved.iter().enumerate() {
             let ck = Checkpoint::from_bytes(m, t).unwrap();
-            let st = decode(&ck, &sc, &c).unwrap_or_else(|e| panic!("{what}: checkpoint {i}: {e}"));
-            mid += usize::from(st.progress.mid_phase());
-            let resumed = run_with(&sc, &c, Start::Resume(Box::new(st)), None, |_| {}).unwrap();
+            mid += usize::from(progress(&ck).unwrap().mid_phase());
+            let resumed = resume(&sc, &c, &ck).unwrap_or_else(|e| panic!("{what}: checkpoint {i}: {e}"));
             same(&reference, &resumed, &format!("{what}: resumed from checkpoint {i}"));
         }
         assert!(mid >= 3, "{what}: only {mid} mid-task checkpoints");
@@ -91,15 +97,15 @@ fn a_resumed_run_writes_the_same_later_checkpoints() {
     let c = RunConfig { batch: 8, ..cfg(Method::Si) };
     let (_, saved) = run_saving(&sc, &c, 4);
     let k = saved.len() / 2;
-    let st = decode(&Checkpoint::from_bytes(&saved[k].0, &saved[k].1).unwrap(), &sc, &c).unwrap();
+    let ck = Checkpoint::from_bytes(&saved[k].0, &saved[k].1).unwrap();
     let spec = ScenarioSpec::new(ScenarioKind::SplitMnist);
     let mut later = Vec::new();
-    let mut save = |st: &RunState| -> Result<(), String> {
-        later.push(encode(st, &spec, &sc, &c, serde_json::Value::Null).to_bytes().unwrap());
+    let mut save = |ck: &Checkpoint, _steps: u64| -> Result<(), String> {
+        later.push(ck.to_bytes().unwrap());
         Ok(())
     };
-    run_with(&sc, &c, Start::Resume(Box::new(st)), Some(Checkpointing { every: Some(4), save: &mut save }), |_| {})
-        .unwrap();
+    let every = Checkpointing { every: Some(4), spec: &spec, cli: serde_json::Value::Null, save: &mut save };
+    run_with(&cpu(), &sc, &c, Start::Resume(Box::new(ck)), Some(every), |_| {}).unwrap();
     assert_eq!(later.len(), saved.len() - k - 1);
     for (a, b) in later.iter().zip(&saved[k + 1..]) {
         // The tensors are identical; the manifests differ only in the wall times.
@@ -120,16 +126,19 @@ fn checkpoints_that_do_not_fit_are_refused() {
     let (_, saved) = run_saving(&sc, &c, 5);
     let (m, t) = &saved[1];
     let ck = Checkpoint::from_bytes(m, t).unwrap();
-    let st = decode(&ck, &sc, &c).unwrap();
-    assert!(st.progress.mid_phase());
-    let err = |ck: &Checkpoint, c: &RunConfig| decode(ck, &sc, c).expect_err("must be refused");
+    assert!(progress(&ck).unwrap().mid_phase());
+    let err = |ck: &Checkpoint, c: &RunConfig| match resume(&sc, c, ck) {
+        Err(RunError::Invalid(m)) => m,
+        other => panic!("must be refused, got {:?}", other.map(|r| r.r)),
+    };
 
     let other = RunConfig { c: 2.0, ..c.clone() };
     assert!(err(&ck, &other).contains("another configuration"));
-    let n = st.theta.len();
+    let n = engram_nn::Mlp::new(&layer_sizes(&sc, &c)).num_params();
     let e = err(&tampered(&ck, "model.theta", Tensor::f32(vec![0.0; n - 1])), &c);
     assert!(e.contains("model.theta"), "{e}");
-    let mut nan = st.theta.clone();
+    let Data::F32(theta) = &ck.tensors["model.theta"].data else { panic!() };
+    let mut nan = theta.clone();
     nan[3] = f32::NAN;
     let e = err(&tampered(&ck, "model.theta", Tensor::f32(nan)), &c);
     assert!(e.contains("model.theta") && e.contains("NaN"), "{e}");
@@ -182,23 +191,19 @@ fn init_from_carries_what_fits() {
     // parameters that mattered moved less (Omega-weighted drift from the carried theta*) than
     // when only the parameters are carried. (A strong c, so the effect is plain on easy data.)
     let c = RunConfig { c: 100.0, strength: 100.0, ..c.clone() };
-    let first_task_end = |car: engram_cl::runner::Carried| {
-        let mut end: Option<RunState> = None;
-        let mut save = |st: &RunState| -> Result<(), String> {
+    let spec = ScenarioSpec::new(ScenarioKind::SplitMnist);
+    let first_task_end = |car: engram_cl::methods::Carried| {
+        let mut end: Option<Vec<f32>> = None;
+        let mut save = |ck: &Checkpoint, _steps: u64| -> Result<(), String> {
             if end.is_none() {
-                end = Some(st.clone());
+                let Data::F32(theta) = &ck.tensors["model.theta"].data else { panic!() };
+                end = Some(theta.clone());
             }
             Ok(())
         };
-        let res = run_with(
-            &sc,
-            &c,
-            Start::InitFrom(Box::new(car)),
-            Some(Checkpointing { every: None, save: &mut save }),
-            |_| {},
-        )
-        .unwrap();
-        (res, end.unwrap().theta)
+        let every = Checkpointing { every: None, spec: &spec, cli: serde_json::Value::Null, save: &mut save };
+        let res = run_with(&cpu(), &sc, &c, Start::InitFrom(Box::new(car)), Some(every), |_| {}).unwrap();
+        (res, end.unwrap())
     };
     let drift = |theta: &[f32]| -> f64 {
         theta.iter().zip(&star).zip(&omega).map(|((t, s), o)| (*o as f64) * ((t - s) as f64).powi(2)).sum()

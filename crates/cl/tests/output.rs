@@ -2,12 +2,13 @@
 
 mod common;
 
-use common::{cfg, split_scenario};
+use common::{cfg, run, split_scenario};
+use engram_cl::config::RunConfig;
+use engram_cl::methods::Method;
 use engram_cl::output::{r_csv, run_json};
 use engram_cl::report;
-use engram_cl::runner::{run, RunConfig, RunResult};
+use engram_cl::run::RunResult;
 use engram_cl::scenario::{Scenario, ScenarioKind, ScenarioSpec};
-use engram_cl::strategy::Method;
 use serde_json::Value;
 
 fn small_run(method: Method, tasks: usize) -> (ScenarioSpec, Scenario, RunConfig, RunResult) {
@@ -118,7 +119,7 @@ fn run_json_sgd_and_training_matrix() {
     let c = RunConfig {
         epochs: 1,
         eval_train: true,
-        optimizer: engram_nn::OptimizerKind::Sgd { lr: 0.05 },
+        optimizer: engram_si::Optimizer::Sgd { lr: 0.05 },
         ..cfg(Method::Finetune)
     };
     let res = run(&sc, &c, |_| {}).unwrap();

@@ -1,17 +1,17 @@
 //! protocol::defaults and protocol::resolve: the published settings and how overrides apply.
 
-use engram_cl::importance::FisherKind;
-use engram_cl::protocol::{defaults, resolve, InitChoice, OptChoice, Overrides};
-use engram_cl::runner::validate;
+use engram_cl::config::{InitChoice, RunConfig};
+use engram_cl::methods::importance::FisherKind;
+use engram_cl::methods::{EwcMode, Method, SiGrad, SiRelu};
+use engram_cl::protocol::{defaults, resolve, Overrides};
 use engram_cl::scenario::ScenarioKind;
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
-use engram_nn::OptimizerKind;
+use engram_si::Optimizer;
 
 const KINDS: [ScenarioKind; 4] =
     [ScenarioKind::SplitMnist, ScenarioKind::PermutedMnist, ScenarioKind::RotatedMnist, ScenarioKind::EvenOdd];
 const METHODS: [Method; 6] = [Method::Finetune, Method::Joint, Method::L2, Method::Ewc, Method::Mas, Method::Si];
 
-fn resolved(kind: ScenarioKind, method: Method, o: &Overrides) -> (engram_cl::runner::RunConfig, Option<usize>) {
+fn resolved(kind: ScenarioKind, method: Method, o: &Overrides) -> (RunConfig, Option<usize>) {
     resolve(
         kind,
         method,
@@ -28,7 +28,7 @@ fn resolved(kind: ScenarioKind, method: Method, o: &Overrides) -> (engram_cl::ru
 #[test]
 fn published_defaults() {
     let d = defaults(ScenarioKind::SplitMnist, Method::Si);
-    assert_eq!((d.hidden, d.layers, d.optimizer, d.lr, d.batch, d.epochs), (256, 2, OptChoice::Adam, 1e-3, 64, 10));
+    assert_eq!((d.hidden, d.layers, d.optimizer, d.batch, d.epochs), (256, 2, Optimizer::adam(1e-3), 64, 10));
     assert!(d.reset_optimizer && d.zero_output);
     assert_eq!((d.strength, d.xi), (1.0, 1e-3));
     let d = defaults(ScenarioKind::PermutedMnist, Method::Si);
@@ -36,10 +36,10 @@ fn published_defaults() {
     assert!(!d.reset_optimizer);
     let d = defaults(ScenarioKind::RotatedMnist, Method::Finetune);
     assert_eq!(
-        (d.hidden, d.optimizer, d.lr, d.batch, d.epochs, d.samples_per_task),
-        (100, OptChoice::Sgd, 0.003, 10, 1, Some(1000))
+        (d.hidden, d.optimizer, d.batch, d.epochs, d.samples_per_task),
+        (100, Optimizer::Sgd { lr: 0.003 }, 10, 1, Some(1000))
     );
-    assert_eq!(defaults(ScenarioKind::RotatedMnist, Method::Ewc).lr, 0.01);
+    assert_eq!(defaults(ScenarioKind::RotatedMnist, Method::Ewc).optimizer.lr(), 0.01);
     for k in KINDS {
         assert_eq!(defaults(k, Method::Finetune).strength, 0.0);
         assert_eq!(defaults(k, Method::Joint).strength, 0.0);
@@ -54,14 +54,14 @@ fn resolve_applies_defaults_and_overrides() {
         for m in METHODS {
             let d = defaults(k, m);
             let (c, spt) = resolved(k, m, &Overrides::default());
-            validate(&c).unwrap_or_else(|e| panic!("{k:?} {m:?}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{k:?} {m:?}: {e}"));
             assert_eq!(c.method, m);
             assert_eq!(c.init, d.init, "the benchmark's initialisation unless --init says otherwise");
             let official =
                 if k == ScenarioKind::EvenOdd { InitChoice::KaimingUniform } else { InitChoice::XavierUniform };
             assert_eq!(d.init, official, "{k:?}: the official code's initialisation");
             assert_eq!((c.hidden, c.layers, c.batch, c.epochs), (d.hidden, d.layers, d.batch, d.epochs));
-            assert_eq!((c.strength, c.xi, c.optimizer.lr()), (d.strength, d.xi, d.lr));
+            assert_eq!((c.strength, c.xi, c.optimizer.lr()), (d.strength, d.xi, d.optimizer.lr()));
             assert_eq!(c.c, if m == Method::Ewc { d.strength / 2.0 } else { d.strength });
             assert_eq!((c.zero_output, c.reset_optimizer), (d.zero_output, d.reset_optimizer));
             assert_eq!(spt, d.samples_per_task);
@@ -76,7 +76,7 @@ fn resolve_applies_defaults_and_overrides() {
         strength: Some(7.0),
         xi: Some(0.5),
         lr: Some(0.2),
-        optimizer: Some(OptChoice::Sgd),
+        optimizer: Some(Optimizer::Sgd { lr: f32::NAN }),
         epochs: Some(1),
         batch: Some(5),
         hidden: Some(9),
@@ -91,7 +91,7 @@ fn resolve_applies_defaults_and_overrides() {
     let (c, spt) = resolved(ScenarioKind::SplitMnist, Method::Ewc, &o);
     assert_eq!((c.memories, c.memory_strength), (13, 0.25));
     assert_eq!((c.strength, c.c, c.xi), (7.0, 3.5, 0.5));
-    assert_eq!(c.optimizer, OptimizerKind::Sgd { lr: 0.2 });
+    assert_eq!(c.optimizer, Optimizer::Sgd { lr: 0.2 });
     assert_eq!((c.epochs, c.batch, c.hidden, c.layers), (1, 5, 9, 3));
     assert!(!c.reset_optimizer && !c.zero_output);
     assert_eq!(c.init, InitChoice::XavierUniform);
@@ -99,7 +99,7 @@ fn resolve_applies_defaults_and_overrides() {
     let (c, _) = resolved(
         ScenarioKind::RotatedMnist,
         Method::Si,
-        &Overrides { optimizer: Some(OptChoice::Adam), ..Overrides::default() },
+        &Overrides { optimizer: Some(Optimizer::adam(f32::NAN)), ..Overrides::default() },
     );
-    assert_eq!(c.optimizer, OptimizerKind::adam(0.003));
+    assert_eq!(c.optimizer, Optimizer::adam(0.003));
 }

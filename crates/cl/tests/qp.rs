@@ -3,7 +3,7 @@
 
 mod common;
 
-use engram_cl::qp::{gem_dual, kkt_violation, solve_gem_dual, QpError, QpSolver, OFFICIAL_REG};
+use engram_cl::methods::qp::{gem_dual, kkt_violation, solve_gem_dual, QpError, QpSolver, OFFICIAL_REG};
 use proptest::prelude::*;
 use rand::Rng;
 

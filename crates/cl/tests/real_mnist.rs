@@ -1,12 +1,14 @@
 //! End-to-end checks on the real MNIST (only when ENGRAM_DATA is set; they print a SKIP line
 //! otherwise). Run: ENGRAM_DATA=/path/to/mnist cargo test --release -p engram-cl --test real_mnist
 
-use engram_cl::importance::FisherKind;
+use engram_cl::config::RunConfig;
+use engram_cl::methods::importance::FisherKind;
+use engram_cl::methods::{EwcMode, Method, SiGrad, SiRelu};
 use engram_cl::protocol::{resolve, Overrides};
-use engram_cl::runner::{run, RunConfig};
+use engram_cl::run::run;
 use engram_cl::scenario::{build, Scenario, ScenarioKind, ScenarioSpec, Transform};
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu};
 use engram_mnist::{Mnist, Split, Verify};
+use engram_nn::Cpu;
 use std::sync::{Arc, OnceLock};
 
 /// MNIST, loaded (and checked against the official sha256) once for the whole file.
@@ -56,7 +58,7 @@ fn split_mnist_si_beats_finetune() {
             (c.c, c.xi, c.epochs, c.batch, c.hidden),
             (if m == Method::Si { 1.0 } else { 0.0 }, 1e-3, 1, 64, 256)
         );
-        let res = run(&sc, &c, |_| {}).unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        let res = run(&Cpu::new(), &sc, &c, |_| {}).unwrap_or_else(|e| panic!("{m:?}: {e}"));
         println!(
             "{m:?}: ACC {:.4} BWT {:?} R {:?} ({:.1} s)",
             res.metrics.acc, res.metrics.bwt, res.r, res.wall_seconds
@@ -108,7 +110,7 @@ fn permuted_mnist_memory_does_not_grow_with_tasks() {
     let (a, b) = (scenario(&small(2)).unwrap(), scenario(&small(5)).unwrap());
     for m in [Method::Si, Method::Ewc] {
         let c = protocol_cfg(ScenarioKind::PermutedMnist, m, &o);
-        let (ra, rb) = (run(&a, &c, |_| {}).unwrap(), run(&b, &c, |_| {}).unwrap());
+        let (ra, rb) = (run(&Cpu::new(), &a, &c, |_| {}).unwrap(), run(&Cpu::new(), &b, &c, |_| {}).unwrap());
         assert_eq!(ra.strategy_state_bytes, rb.strategy_state_bytes, "{m:?}");
         let per_vector = 4 * ra.num_params;
         assert_eq!(ra.strategy_state_bytes, if m == Method::Si { 3 } else { 2 } * per_vector);

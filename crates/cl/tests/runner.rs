@@ -1,13 +1,21 @@
-//! runner::run and runner::validate on tiny synthetic scenarios (fake 28x28 images).
+//! The run loop (engram_cl::run) and RunConfig::validate on tiny synthetic scenarios (fake 28x28
+//! images), on the CPU backend.
 
 mod common;
 
-use common::{cfg, split_scenario, ALL_METHODS};
+use common::{cfg, cpu, run, split_scenario, ALL_METHODS};
+use engram_cl::config::RunConfig;
+use engram_cl::estimate::estimate_seconds;
+use engram_cl::methods::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
 use engram_cl::metrics;
-use engram_cl::runner::{estimate_seconds, prev_step_accumulate, run, validate, Event, RunConfig, RunError, RunResult};
+use engram_cl::run::{Event, RunResult};
 use engram_cl::scenario::{build, Scenario, ScenarioKind, ScenarioSpec};
-use engram_cl::strategy::{EwcMode, Method, Penalty, SiGrad, SiRelu, SiVariant};
-use engram_nn::{Optimizer, OptimizerKind};
+use engram_cl::state::RunError;
+use engram_si::{fused_step_f32, prev_step_accumulate_f32, Optimizer, Slices, StepConfig};
+
+fn validate(c: &RunConfig) -> Result<(), engram_cl::config::InvalidConfig> {
+    c.validate()
+}
 
 fn run_ok(sc: &Scenario, c: &RunConfig) -> RunResult {
     run(sc, c, |_| {}).unwrap_or_else(|e| panic!("{:?}: {e}", c.method))
@@ -37,6 +45,7 @@ fn run_shapes_metrics_and_events_for_every_method() {
                 steps += 1;
             }
             Event::TaskEnd { row, .. } => ends.push(row.to_vec()),
+            Event::TrainingDone { .. } => {}
         })
         .unwrap_or_else(|e| panic!("{m:?}: {e}"));
         let rows = if m == Method::Joint { 1 } else { t };
@@ -110,7 +119,7 @@ fn run_on_built_scenario() {
 #[test]
 fn huge_learning_rate_is_reported_as_non_finite() {
     let sc = split_scenario(2, 100, 60);
-    let c = RunConfig { optimizer: OptimizerKind::Sgd { lr: 1e20 }, ..cfg(Method::Finetune) };
+    let c = RunConfig { optimizer: Optimizer::Sgd { lr: 1e20 }, ..cfg(Method::Finetune) };
     let err = run(&sc, &c, |_| {}).expect_err("must diverge");
     let msg = err.to_string();
     match &err {
@@ -131,7 +140,7 @@ fn huge_learning_rate_is_reported_as_non_finite() {
 #[test]
 fn huge_si_strength_is_reported_as_non_finite() {
     let sc = split_scenario(2, 100, 60);
-    let c = RunConfig { optimizer: OptimizerKind::Sgd { lr: 0.1 }, c: 1e30, strength: 1e30, ..cfg(Method::Si) };
+    let c = RunConfig { optimizer: Optimizer::Sgd { lr: 0.1 }, c: 1e30, strength: 1e30, ..cfg(Method::Si) };
     let err = run(&sc, &c, |_| {}).expect_err("must diverge");
     let msg = err.to_string();
     let RunError::NonFinite { task, .. } = &err else { panic!("expected NonFinite, got {err:?}") };
@@ -158,15 +167,15 @@ fn validate_rejects_bad_configs_naming_the_flag() {
         (RunConfig { gamma: 1.5, ..base.clone() }, "--gamma"),
         (RunConfig { gamma: -0.1, ..base.clone() }, "--gamma"),
         (RunConfig { gamma: f32::NAN, ..base.clone() }, "--gamma"),
-        (RunConfig { optimizer: OptimizerKind::Sgd { lr: 0.0 }, ..base.clone() }, "--lr"),
-        (RunConfig { optimizer: OptimizerKind::adam(f32::NAN), ..base.clone() }, "--lr"),
+        (RunConfig { optimizer: Optimizer::Sgd { lr: 0.0 }, ..base.clone() }, "--lr"),
+        (RunConfig { optimizer: Optimizer::adam(f32::NAN), ..base.clone() }, "--lr"),
         (RunConfig { importance_samples: 0, ..base.clone() }, "--importance-samples"),
     ];
     let sc = split_scenario(2, 40, 20);
     for (c, flag) in cases {
         let msg = match validate(&c) {
-            Err(RunError::Invalid(m)) => m,
-            other => panic!("{flag}: expected Invalid, got {other:?}"),
+            Err(e) => e.0,
+            Ok(()) => panic!("{flag}: expected a refusal"),
         };
         assert!(msg.contains(flag), "'{flag}' missing from: {msg}");
         assert!(matches!(run(&sc, &c, |_| {}), Err(RunError::Invalid(_))), "{flag}: run must refuse too");
@@ -196,7 +205,11 @@ fn same_seed_is_bit_identical() {
     let sc = split_scenario(2, 120, 60);
     for c in [
         cfg(Method::Si),
-        RunConfig { fisher: engram_cl::importance::FisherKind::True, importance_samples: 30, ..cfg(Method::Ewc) },
+        RunConfig {
+            fisher: engram_cl::methods::importance::FisherKind::True,
+            importance_samples: 30,
+            ..cfg(Method::Ewc)
+        },
         RunConfig { importance_samples: 30, ..cfg(Method::Mas) },
     ] {
         let (a, la) = run_with_losses(&sc, &c);
@@ -251,10 +264,8 @@ fn si_variants_run() {
         let res = run_ok(&sc, &RunConfig { si_grad: g, si_relu: relu, epochs: 1, ..cfg(Method::Si) });
         assert!(res.r[1][1] > 0.7, "{g:?} {relu:?}: {:?}", res.r);
     }
-    let res = run_ok(
-        &sc,
-        &RunConfig { optimizer: OptimizerKind::Sgd { lr: 0.05 }, reset_optimizer: false, ..cfg(Method::Si) },
-    );
+    let res =
+        run_ok(&sc, &RunConfig { optimizer: Optimizer::Sgd { lr: 0.05 }, reset_optimizer: false, ..cfg(Method::Si) });
     assert!(res.r[0][0] > 0.7, "{:?}", res.r);
 }
 
@@ -263,7 +274,7 @@ fn si_variants_run() {
 fn estimate_is_positive() {
     let sc = split_scenario(2, 60, 20);
     for m in [Method::Si, Method::Joint] {
-        let s = estimate_seconds(&sc, &cfg(m), 2);
+        let s = estimate_seconds(&cpu(), &sc, &cfg(m), 2).unwrap();
         assert!(s.is_finite() && s > 0.0, "{m:?}: {s}");
     }
 }
@@ -281,7 +292,7 @@ fn divergence_in_the_last_step_is_reported() {
         split.images.iter_mut().for_each(|p| *p *= 1e20);
         v.split = std::sync::Arc::new(split);
     }
-    let c = RunConfig { optimizer: OptimizerKind::Sgd { lr: 1e25 }, batch: 1000, epochs: 1, ..cfg(Method::Finetune) };
+    let c = RunConfig { optimizer: Optimizer::Sgd { lr: 1e25 }, batch: 1000, epochs: 1, ..cfg(Method::Finetune) };
     match run(&sc, &c, |_| {}) {
         Err(e @ RunError::NonFiniteParams { .. }) => assert!(e.to_string().contains("task 1"), "{e}"),
         other => panic!("expected NonFiniteParams, got {:?}", other.map(|r| r.r)),
@@ -296,7 +307,7 @@ fn divergence_in_the_last_step_is_reported() {
 fn diagnose_path_integral_matches_the_loss_drop() {
     let sc = split_scenario(3, 200, 60);
     let c = RunConfig {
-        optimizer: OptimizerKind::Sgd { lr: 0.005 },
+        optimizer: Optimizer::Sgd { lr: 0.005 },
         batch: 10_000,
         epochs: 30,
         diagnose: true,
@@ -335,7 +346,7 @@ fn si_variant_prev_step_and_from_init_change_r() {
         c: 5.0,
         strength: 5.0,
         epochs: 3,
-        optimizer: OptimizerKind::adam(1e-2),
+        optimizer: Optimizer::adam(1e-2),
         diagnose: true,
         ..cfg(Method::Si)
     };
@@ -368,35 +379,38 @@ fn si_variant_prev_step_and_from_init_change_r() {
 /// with the total gradient, g2 + 2c Omega (theta1 - theta*) replaces g2.
 #[test]
 fn prev_step_omega_after_two_sgd_steps() {
+    let sgd = |theta: &mut [f32], g: &[f32]| {
+        let cfg = StepConfig { optimizer: Optimizer::Sgd { lr: 0.5 }, c: 0.0, omega: None, t: 1 };
+        fused_step_f32(Slices::plain(theta, g, &mut [], &mut []), &cfg);
+    };
     let theta0 = vec![1.0f32, -2.0, 0.25];
     let (g1, g2) = ([0.5f32, -0.25, 2.0], [1.5f32, 0.75, -1.0]);
-    let mut pen = Penalty::new(Method::Si, &theta0);
-    let mut opt = Optimizer::new(OptimizerKind::Sgd { lr: 0.5 }, 3);
+    let mut omega = vec![0f32; 3];
     let mut theta = theta0.clone();
     let mut prev = vec![0f32; 3];
     let mut before = theta.clone();
-    opt.step(&mut theta, &g1);
-    prev_step_accumulate(&mut pen, &theta, &before, &g1, &mut prev, false, 1.0);
-    assert_eq!(pen.omega, vec![0.0; 3], "first step: previous change is 0");
+    sgd(&mut theta, &g1);
+    prev_step_accumulate_f32(&mut omega, &theta, &before, &g1, &mut prev, None);
+    assert_eq!(omega, vec![0.0; 3], "first step: previous change is 0");
     let delta1 = [-0.25f32, 0.125, -1.0];
     assert_eq!(prev, delta1);
     before.copy_from_slice(&theta);
-    opt.step(&mut theta, &g2);
-    prev_step_accumulate(&mut pen, &theta, &before, &g2, &mut prev, false, 1.0);
+    sgd(&mut theta, &g2);
+    prev_step_accumulate_f32(&mut omega, &theta, &before, &g2, &mut prev, None);
     let want: Vec<f32> = (0..3).map(|i| -g2[i] * delta1[i] - g1[i] * 0.0).collect();
-    assert_eq!(pen.omega, want);
-    assert_eq!(pen.omega, vec![0.375, -0.09375, -1.0]);
+    assert_eq!(omega, want);
+    assert_eq!(omega, vec![0.375, -0.09375, -1.0]);
     assert_eq!(prev, vec![-0.75, -0.375, 0.5]);
     // The official path integral of the same two steps differs: -g1 d1 - g2 d2.
     let official: Vec<f32> = (0..3).map(|i| -g1[i] * delta1[i] - g2[i] * prev[i]).collect();
-    assert_ne!(pen.omega, official);
+    assert_ne!(omega, official);
 
     // Total gradient: Omega = 1, theta* = 0, c = 0.5, so G2 = g2 + theta1.
-    let mut pen = Penalty::new(Method::Si, &[0.0; 3]);
-    pen.big_omega.fill(1.0);
+    let mut omega = vec![0f32; 3];
+    let (big_omega, theta_star) = (vec![1.0f32; 3], vec![0.0f32; 3]);
     let theta1 = [0.75f32, -1.875, -0.75];
     let theta2: Vec<f32> = (0..3).map(|i| theta1[i] - 0.5 * g2[i]).collect();
     let mut prev = delta1.to_vec();
-    prev_step_accumulate(&mut pen, &theta2, &theta1, &g2, &mut prev, true, 0.5);
-    assert_eq!(pen.omega, vec![0.5625, 0.140625, -1.75]);
+    prev_step_accumulate_f32(&mut omega, &theta2, &theta1, &g2, &mut prev, Some((&big_omega, &theta_star, 0.5)));
+    assert_eq!(omega, vec![0.5625, 0.140625, -1.75]);
 }

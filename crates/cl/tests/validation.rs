@@ -4,9 +4,8 @@
 mod common;
 
 use common::{cfg, fake, Fake};
-use engram_cl::runner;
+use engram_cl::methods::Method;
 use engram_cl::scenario::{build, validation_split, Scenario, ScenarioKind, ScenarioSpec, Transform, View};
-use engram_cl::strategy::Method;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -116,7 +115,7 @@ fn a_run_on_the_validation_scenario_evaluates_on_held_out_training_samples() {
     let v = validation_split(&sc, 0.25, 0).unwrap();
     let mut c = cfg(Method::Finetune);
     c.epochs = 3;
-    let res = runner::run(&v, &c, |_| {}).unwrap();
+    let res = common::run(&v, &c, |_| {}).unwrap();
     assert_eq!(res.r.len(), 5);
     // The fake digits are separable bands: each task is learned on its validation samples.
     for j in 0..5 {

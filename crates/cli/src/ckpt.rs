@@ -1,14 +1,16 @@
 //! `engram resume` and `engram inspect`, and the checkpoint side of `engram run`
 //! (`--checkpoint-dir`, `--init-from`).
 
-use crate::common::{ComputeArgs, DataArgs};
-use crate::run::{execute_with, finish, Outputs, Shared};
+use crate::common::{ComputeArgs, DataArgs, LoadedMnist};
+use crate::session::{execute_with, finish, Outputs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engram_ckpt::{Checkpoint, Data};
 use engram_cl::checkpoint as cc;
+use engram_cl::config::RunConfig;
+use engram_cl::methods::Method;
 use engram_cl::report;
-use engram_cl::runner::{RunConfig, Start};
+use engram_cl::run::Start;
 use engram_cl::scenario::Scenario;
 use std::path::{Path, PathBuf};
 
@@ -104,10 +106,9 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
         outputs.out = Some(o);
     }
     a.compute.apply()?;
-    let sc = Shared::load(&a.data)?.scenario(&spec)?;
-    let st = cc::decode(&ck, &sc, &cfg).map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", dir.display()))?;
-    let p = st.progress;
-    let phases = engram_cl::runner::phases(&sc, &cfg).len();
+    let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
+    let p = cc::progress(&ck).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", dir.display()))?;
+    let phases = engram_cl::run::phases(sc.tasks.len(), cfg.method == Method::Joint).len();
     if p.mid_phase() {
         eprintln!(
             "resuming {} from {}: task {}/{}, epoch {}, after step {} of the epoch ({} steps done)",
@@ -129,7 +130,8 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
             p.steps
         );
     }
-    let res = execute_with(&sc, &spec, &cfg, Start::Resume(Box::new(st)), Some(&parent), &outputs, a.quiet)?;
+    let res = execute_with(&sc, &spec, &cfg, Start::Resume(Box::new(ck)), Some(&parent), &outputs, a.quiet)
+        .with_context(|| format!("cannot resume from {}", dir.display()))?;
     finish(&spec, &sc, &cfg, &res, &outputs)
 }
 

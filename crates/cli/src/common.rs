@@ -2,8 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use engram_cl::scenario::{self, Scenario, ScenarioSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where MNIST comes from.
 #[derive(Args, Debug, Clone)]
@@ -84,4 +86,46 @@ pub fn progress(len: u64, quiet: bool) -> indicatif::ProgressBar {
             .progress_chars("=> "),
     );
     pb
+}
+
+/// MNIST loaded once and shared by every scenario built from it.
+#[derive(Clone)]
+pub struct LoadedMnist {
+    /// The 60,000 training images.
+    pub train: Arc<engram_mnist::Split>,
+    /// The 10,000 test images.
+    pub test: Arc<engram_mnist::Split>,
+}
+
+impl LoadedMnist {
+    /// Loads MNIST as `data` says.
+    pub fn load(data: &DataArgs) -> Result<Self> {
+        let m = data.load()?;
+        Ok(Self { train: Arc::new(m.train), test: Arc::new(m.test) })
+    }
+
+    /// Builds the tasks of `spec` over the shared data.
+    pub fn scenario(&self, spec: &ScenarioSpec) -> Result<Scenario> {
+        scenario::build(spec, self.train.clone(), self.test.clone()).map_err(anyhow::Error::msg)
+    }
+}
+
+/// The optimizer on the command line (the library's [`engram_si::Optimizer`] carries the
+/// learning rate, which `--lr` or the benchmark sets).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerName {
+    /// Bias-corrected Adam, betas (0.9, 0.999), eps 1e-8.
+    Adam,
+    /// Plain stochastic gradient descent.
+    Sgd,
+}
+
+impl OptimizerName {
+    /// The rule, with a learning rate still to be set (`Optimizer::with_lr`).
+    pub fn rule(self) -> engram_si::Optimizer {
+        match self {
+            OptimizerName::Adam => engram_si::Optimizer::adam(0.0),
+            OptimizerName::Sgd => engram_si::Optimizer::Sgd { lr: 0.0 },
+        }
+    }
 }

@@ -16,7 +16,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use engram_si::{end_of_task, fused_step_f32, OmegaGrad, Optim, ReluPlacement, Slices, StepConfig};
+use engram_si::{end_of_task, fused_step_f32, OmegaGrad, Optimizer, ReluPlacement, Slices, StepConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr_free::normal;
@@ -189,9 +189,9 @@ pub struct Walk {
     pub trace: Vec<(usize, f64, f64)>,
 }
 
-/// Runs `steps` steps of `optim` from `starts` random points, all at once: the parameters of
+/// Runs `steps` steps of `optimizer` from `starts` random points, all at once: the parameters of
 /// every start sit side by side in one vector, so one call of the fused step moves them all.
-pub fn walk(toy: &Toy, optim: Optim, steps: usize, starts: usize, sigma: f64, xi: f64, seed: u64) -> Walk {
+pub fn walk(toy: &Toy, optimizer: Optimizer, steps: usize, starts: usize, sigma: f64, xi: f64, seed: u64) -> Walk {
     let n = toy.n;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let u0: Vec<f64> = (0..n * starts).map(|_| sigma * normal(&mut rng)).collect();
@@ -199,7 +199,7 @@ pub fn walk(toy: &Toy, optim: Optim, steps: usize, starts: usize, sigma: f64, xi
     let mut theta: Vec<f32> = u0.iter().map(|&x| x as f32).collect();
     let len = theta.len();
     let mut omega = vec![0f32; len];
-    let adam = matches!(optim, Optim::Adam { .. });
+    let adam = matches!(optimizer, Optimizer::Adam { .. });
     let (mut m, mut v) = if adam { (vec![0f32; len], vec![0f32; len]) } else { (Vec::new(), Vec::new()) };
     let mut g = vec![0f32; len];
     let checkpoints = [0, 1, 10, 100, 1000, steps];
@@ -215,7 +215,7 @@ pub fn walk(toy: &Toy, optim: Optim, steps: usize, starts: usize, sigma: f64, xi
                 *gk = hu as f32;
             }
         }
-        let cfg = StepConfig { optim, c: 0.0, omega: Some(OmegaGrad::Task), t: t as u64 + 1 };
+        let cfg = StepConfig { optimizer, c: 0.0, omega: Some(OmegaGrad::Task), t: t as u64 + 1 };
         fused_step_f32(
             Slices {
                 theta: &mut theta,
@@ -291,7 +291,7 @@ pub fn run(a: ExplainSiArgs) -> Result<()> {
     if a.lr * lmax >= 2.0 {
         bail!("--lr {} times the largest eigenvalue of H ({lmax:.3}) is >= 2: gradient descent diverges", a.lr);
     }
-    let sgd = Optim::Sgd { lr: a.lr as f32 };
+    let sgd = Optimizer::Sgd { lr: a.lr as f32 };
     println!("Synaptic Intelligence on a quadratic (Zenke, Poole & Ganguli 2017, theory section)");
     println!("==================================================================================");
     println!("E(theta) = 1/2 (theta - theta*)' H (theta - theta*), theta* = 0, {n} parameters.");
@@ -426,7 +426,7 @@ pub fn run(a: ExplainSiArgs) -> Result<()> {
     println!("   (The official code's penalty has no 1/2 factor: Omega already carries it.)");
 
     // 4. Adam.
-    let adam = Optim::Adam { lr: a.adam_lr as f32, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    let adam = Optimizer::Adam { lr: a.adam_lr as f32, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     let ad = walk(&toy, adam, a.steps, a.starts, a.sigma, a.xi, a.seed.wrapping_add(1));
     println!();
     println!("4. The same starts with Adam (lr {}, betas 0.9/0.999), as the SI paper trains", a.adam_lr);
@@ -472,7 +472,7 @@ mod tests {
     fn diagonal_hessian_gives_half_its_diagonal_for_every_start() {
         let toy = Toy::new(4, 0.0);
         let lr = 0.05;
-        let w = walk(&toy, Optim::Sgd { lr }, 4000, 50, 1.0, 1e-3, 3);
+        let w = walk(&toy, Optimizer::Sgd { lr }, 4000, 50, 1.0, 1e-3, 3);
         for s in 0..50 {
             for k in 0..4 {
                 let h = toy.hkk(k);
@@ -490,7 +490,7 @@ mod tests {
     fn coupled_hessian_matches_the_expectation_on_average() {
         let toy = Toy::new(5, 0.5);
         let (lr, steps) = (0.02, 5000);
-        let w = walk(&toy, Optim::Sgd { lr: lr as f32 }, steps, 4000, 1.0, 1e-3, 11);
+        let w = walk(&toy, Optimizer::Sgd { lr: lr as f32 }, steps, 4000, 1.0, 1e-3, 11);
         let (om, _) = toy.discrete_theory(lr, steps);
         for (k, &exact) in om.iter().enumerate() {
             let mo = col_mean(&w.omega, 5, k);
@@ -511,7 +511,7 @@ mod tests {
     #[test]
     fn path_integral_matches_the_loss_drop() {
         let toy = Toy::new(5, 0.5);
-        let w = walk(&toy, Optim::Sgd { lr: 0.01 }, 6000, 100, 1.0, 1e-3, 5);
+        let w = walk(&toy, Optimizer::Sgd { lr: 0.01 }, 6000, 100, 1.0, 1e-3, 5);
         for (o, d) in w.omega.chunks(5).zip(&w.drop) {
             let r = o.iter().sum::<f64>() / d;
             assert!((1.0..1.05).contains(&(r + 1e-4)), "sum omega / drop = {r}");

@@ -9,8 +9,10 @@ mod common;
 mod config;
 mod explain_si;
 mod plot;
+mod presets;
 mod reproduce;
 mod run;
+mod session;
 mod sweep;
 mod train;
 

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use engram_cl::plot::{self, RunCurves};
+use engram_plot::{self as plot, RunCurves};
 use std::path::PathBuf;
 
 /// Arguments of `engram plot`.

@@ -1,16 +1,16 @@
 //! `engram run`: one continual-learning run, with a readable table at the end.
 
-use crate::common::{progress, write_json_atomic, ComputeArgs, DataArgs};
-use anyhow::{bail, Context, Result};
+use crate::common::{ComputeArgs, DataArgs, LoadedMnist, OptimizerName};
+use crate::session::{execute_with, finish, Outputs};
+use anyhow::{bail, Result};
 use clap::Args;
-use engram_cl::importance::FisherKind;
-use engram_cl::protocol::{self, InitChoice, OptChoice, Overrides};
-use engram_cl::runner::{self, Event, RunConfig, RunResult, Start};
-use engram_cl::scenario::{self, Scenario, ScenarioKind, ScenarioSpec, Setting};
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
-use engram_cl::{output, report};
+use engram_cl::config::{InitChoice, RunConfig};
+use engram_cl::methods::importance::FisherKind;
+use engram_cl::methods::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
+use engram_cl::protocol::{self, Overrides};
+use engram_cl::run::Start;
+use engram_cl::scenario::{ScenarioKind, ScenarioSpec, Setting};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Arguments of `engram run`. Unset hyperparameters take the benchmark's published protocol
 /// (see `engram run --help` and the README).
@@ -55,9 +55,9 @@ pub struct RunArgs {
     /// Learning rate.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
-    /// Optimizer.
+    /// Optimizer (default: the benchmark's).
     #[arg(long, value_enum)]
-    pub optimizer: Option<OptChoice>,
+    pub optimizer: Option<OptimizerName>,
     /// Epochs per task.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -195,6 +195,25 @@ pub struct RunArgs {
     pub compute: ComputeArgs,
 }
 
+/// `engram run`'s flags, parsed on their own (a sweep's runs and a preset's jobs are described
+/// by their flags).
+#[derive(clap::Parser, Debug)]
+#[command(name = "engram run", no_binary_name = true)]
+struct RunFlags {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Parses `engram run`'s flags (without the `run` itself).
+pub fn parse_run_flags<I, T>(argv: I) -> Result<RunArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    RunFlags::try_parse_from(argv).map(|f| f.run)
+}
+
 impl RunArgs {
     /// The scenario spec and run config these arguments describe.
     pub fn resolve(&self) -> Result<(ScenarioSpec, RunConfig)> {
@@ -244,7 +263,7 @@ impl RunArgs {
             strength,
             xi: self.xi,
             lr: self.lr,
-            optimizer: self.optimizer,
+            optimizer: self.optimizer.map(OptimizerName::rule),
             epochs: self.epochs,
             batch: self.batch,
             hidden: self.hidden,
@@ -270,7 +289,7 @@ impl RunArgs {
             bail!("--si-variant applies to --method si only");
         }
         let cfg = RunConfig { diagnose: self.diagnose, si_variant: self.si_variant, ..cfg };
-        runner::validate(&cfg)?;
+        cfg.validate()?;
         let mut spec = ScenarioSpec::new(self.scenario);
         spec.setting = self.setting;
         if let Some(t) = self.tasks {
@@ -294,119 +313,11 @@ impl RunArgs {
     }
 }
 
-/// MNIST loaded once and shared by every scenario built from it.
-#[derive(Clone)]
-pub struct Shared {
-    /// The 60,000 training images.
-    pub train: Arc<engram_mnist::Split>,
-    /// The 10,000 test images.
-    pub test: Arc<engram_mnist::Split>,
-}
-
-impl Shared {
-    /// Loads MNIST as `data` says.
-    pub fn load(data: &DataArgs) -> Result<Self> {
-        let m = data.load()?;
-        Ok(Self { train: Arc::new(m.train), test: Arc::new(m.test) })
-    }
-
-    /// Builds the tasks of `spec` over the shared data.
-    pub fn scenario(&self, spec: &ScenarioSpec) -> Result<Scenario> {
-        scenario::build(spec, self.train.clone(), self.test.clone()).map_err(anyhow::Error::msg)
-    }
-}
-
-/// Runs one configuration with a progress bar; prints nothing else.
-pub fn execute(sc: &Scenario, cfg: &RunConfig, quiet: bool, label: &str) -> Result<RunResult> {
-    execute_from(sc, cfg, Start::Fresh, None, quiet, label)
-}
-
-/// [`execute`] from `start`, with optional checkpointing.
-pub fn execute_from(
-    sc: &Scenario,
-    cfg: &RunConfig,
-    start: Start,
-    ckpt: Option<runner::Checkpointing>,
-    quiet: bool,
-    label: &str,
-) -> Result<RunResult> {
-    let mut pb = progress(0, true);
-    let mut desc = String::new();
-    let res = runner::run_with(sc, cfg, start, ckpt, |e| match e {
-        Event::TaskStart { task, name, steps, done } => {
-            pb = progress(steps as u64, quiet);
-            pb.set_position(done as u64);
-            desc = format!("task {}/{} {name}", task + 1, sc.tasks.len());
-            pb.set_prefix(format!("{label}{desc}"));
-        }
-        Event::Step { loss } => {
-            pb.inc(1);
-            if pb.position() % 50 == 0 {
-                pb.set_message(format!("loss {loss:.4}"));
-            }
-        }
-        Event::TaskEnd { row, .. } => {
-            pb.finish_and_clear();
-            let shown: Vec<String> = row.iter().map(|v| format!("{:.1}", 100.0 * v)).collect();
-            if !quiet {
-                eprintln!("{label}after {desc}: [{}]", shown.join(" "));
-            }
-        }
-    });
-    pb.finish_and_clear();
-    Ok(res?)
-}
-
-/// Prints a run's tables to stdout.
-pub fn print_result(sc: &Scenario, cfg: &RunConfig, res: &RunResult, profile: bool) {
-    println!();
-    println!(
-        "{} ({} setting, {} tasks), method {}, seed {}",
-        sc.kind.name(),
-        sc.setting.name(),
-        sc.tasks.len(),
-        cfg.method.name(),
-        cfg.seed
-    );
-    print!("{}", report::matrix("test accuracy R", &res.task_names, &res.r, Some(&res.b)));
-    print!("{}", report::summary(&res.metrics));
-    if let (Some(rt), Some(mt)) = (&res.r_train, &res.metrics_train) {
-        print!("{}", report::matrix("training-set accuracy", &res.task_names, rt, None));
-        println!("ACC on the training sets                  {:.2}", 100.0 * mt.acc);
-    }
-    let per: Vec<String> = res.per_task_seconds.iter().map(|s| format!("{s:.1}")).collect();
-    println!("wall time {:.1} s (per task: {})", res.wall_seconds, per.join(" "));
-    if let Some(b) = res.peak_rss_bytes {
-        println!(
-            "peak resident memory {:.1} MiB; method state {:.2} MiB for {} parameters",
-            b as f64 / 1048576.0,
-            res.strategy_state_bytes as f64 / 1048576.0,
-            res.num_params
-        );
-    }
-    if let Some(d) = &res.diagnostics {
-        print!("{}", engram_cl::diagnose::table(d));
-    }
-    if profile {
-        let p = &res.profile;
-        println!(
-            "profile (s): forward {:.2}, backward {:.2}, consolidation step {:.2}, importance {:.2}, evaluation {:.2}, data {:.2}",
-            p.forward, p.backward, p.consolidation_step, p.importance, p.evaluation, p.data
-        );
-        if cfg.method.is_episodic() {
-            println!(
-                "episodic memory (s): memory gradients {:.2}, projection {:.2}; {} of {} constrained steps projected",
-                p.memory_gradients, p.projection, p.projected_steps, p.constrained_steps
-            );
-        }
-    }
-}
-
 /// Runs `engram run`.
 pub fn run(a: RunArgs) -> Result<()> {
     let (spec, cfg) = a.resolve()?;
     if let Some(p) = &a.plot {
-        engram_cl::plot::Format::of(p)?; // refuse a bad figure name before training, not after
+        engram_plot::Format::of(p)?; // refuse a bad figure name before training, not after
     }
     if a.checkpoint_dir.is_none() && a.checkpoint_every.is_some() {
         bail!("--checkpoint-every needs --checkpoint-dir");
@@ -435,73 +346,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         crate::ckpt::prepare_dir(d)?;
     }
     a.compute.apply()?;
-    let sc = Shared::load(&a.data)?.scenario(&spec)?;
+    let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
     let start = match &a.init_from {
         Some(p) => crate::ckpt::init_from(p, &sc, &cfg)?,
         None => Start::Fresh,
     };
     let res = execute_with(&sc, &spec, &cfg, start, a.checkpoint_dir.as_deref(), &outputs, a.quiet)?;
     finish(&spec, &sc, &cfg, &res, &outputs)
-}
-
-/// What a run writes at its end and how it checkpoints: kept in each checkpoint so that
-/// `engram resume` finishes the run as it was asked to.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Outputs {
-    /// `--out`.
-    pub out: Option<PathBuf>,
-    /// `--csv`.
-    pub csv: Option<PathBuf>,
-    /// `--plot`.
-    pub plot: Option<PathBuf>,
-    /// `--profile`.
-    pub profile: bool,
-    /// `--checkpoint-every`.
-    pub checkpoint_every: Option<u64>,
-    /// `--keep-checkpoints`.
-    pub keep_checkpoints: usize,
-}
-
-/// Runs with a progress bar from `start`, checkpointing into `ckpt_dir` when given.
-pub fn execute_with(
-    sc: &Scenario,
-    spec: &ScenarioSpec,
-    cfg: &RunConfig,
-    start: Start,
-    ckpt_dir: Option<&std::path::Path>,
-    outputs: &Outputs,
-    quiet: bool,
-) -> Result<RunResult> {
-    let Some(dir) = ckpt_dir else { return execute_from(sc, cfg, start, None, quiet, "") };
-    let cli = serde_json::to_value(outputs).expect("serializable outputs");
-    let keep = outputs.keep_checkpoints.max(1);
-    let mut save = |st: &runner::RunState| -> std::result::Result<(), String> {
-        let ck = engram_cl::checkpoint::encode(st, spec, sc, cfg, cli.clone());
-        let name = engram_ckpt::name_for(st.progress.steps);
-        engram_ckpt::write_atomic(dir, &name, &ck).map_err(|e| e.to_string())?;
-        engram_ckpt::prune(dir, keep).map_err(|e| e.to_string())?;
-        Ok(())
-    };
-    let ck = runner::Checkpointing { every: outputs.checkpoint_every, save: &mut save };
-    execute_from(sc, cfg, start, Some(ck), quiet, "")
-}
-
-/// Prints the tables and writes the files a run was asked for.
-pub fn finish(spec: &ScenarioSpec, sc: &Scenario, cfg: &RunConfig, res: &RunResult, o: &Outputs) -> Result<()> {
-    print_result(sc, cfg, res, o.profile);
-    if let Some(p) = &o.out {
-        write_json_atomic(p, &output::run_json(spec, sc, cfg, res, o.profile))?;
-        println!("wrote {}", p.display());
-    }
-    if let Some(p) = &o.csv {
-        std::fs::write(p, output::r_csv(res)).with_context(|| format!("cannot write {}", p.display()))?;
-        println!("wrote {}", p.display());
-    }
-    if let Some(p) = &o.plot {
-        let v = output::run_json(spec, sc, cfg, res, false);
-        engram_cl::plot::plot_runs(&[engram_cl::plot::RunCurves::from_json(&v, "this run")?], p)?;
-        println!("wrote {}", p.display());
-    }
-    Ok(())
 }

@@ -1,24 +1,17 @@
 //! `engram train`: a plain MLP on the ten MNIST classes.
 
-use crate::common::{progress, write_json_atomic, ComputeArgs, DataArgs};
+use crate::common::{progress, write_json_atomic, ComputeArgs, DataArgs, OptimizerName};
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
-use engram_nn::{Backend, Cpu, Init, Mlp, Optimizer, OptimizerKind, Tape};
+use clap::Args;
+use engram_cl::config::InitChoice;
+use engram_nn::{Backend, Batch, Init, Mlp, PixelMap, Samples, Tensor, ViewMut};
+use engram_si::OptimizerState;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Optimizer choice on the command line.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptArg {
-    /// Bias-corrected Adam, betas (0.9, 0.999), eps 1e-8.
-    Adam,
-    /// Plain stochastic gradient descent.
-    Sgd,
-}
 
 /// Arguments of `engram train`.
 #[derive(Args, Debug)]
@@ -37,8 +30,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     lr: f32,
     /// Optimizer.
-    #[arg(long, value_enum, default_value_t = OptArg::Adam)]
-    optimizer: OptArg,
+    #[arg(long, value_enum, default_value_t = OptimizerName::Adam)]
+    optimizer: OptimizerName,
     /// Width of each hidden layer.
     #[arg(long, default_value_t = 256)]
     hidden: usize,
@@ -52,8 +45,8 @@ pub struct TrainArgs {
     /// U(-1/sqrt(fan_in), 1/sqrt(fan_in))), xavier-uniform (Glorot; Keras's default, biases 0) or
     /// he-uniform (torch.nn.init.kaiming_uniform_ for ReLU, U(-sqrt(6/fan_in), sqrt(6/fan_in)),
     /// biases 0).
-    #[arg(long, value_enum, value_name = "SCHEME", default_value_t = engram_cl::protocol::InitChoice::KaimingUniform)]
-    init: engram_cl::protocol::InitChoice,
+    #[arg(long, value_enum, value_name = "SCHEME", default_value_t = InitChoice::KaimingUniform)]
+    init: InitChoice,
     /// Write a JSON summary (test_accuracy, epochs, wall_seconds, ...) to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -86,26 +79,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
     sizes.push(10);
     let model = Mlp::new(&sizes);
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-    let mut theta = model.init(&mut rng, Init { zero_output: false, scheme: a.init.scheme() });
-    let kind = match a.optimizer {
-        OptArg::Adam => OptimizerKind::adam(a.lr),
-        OptArg::Sgd => OptimizerKind::Sgd { lr: a.lr },
-    };
-    let mut opt = Optimizer::new(kind, theta.len());
-    let be = Cpu::<f32>::new();
-    let mut tape = Tape::new(be);
-    let mut grad = vec![0f32; theta.len()];
-    let labels: Vec<u32> = data.train.labels.iter().map(|&l| l as u32).collect();
+    let be = crate::session::device();
     let n = data.train.n;
     let dim = data.train.dim;
+    let p = model.num_params();
+    // Everything on the backend: the images once, each epoch's order once, nothing per step.
+    let mut theta = be.upload(&model.init(&mut rng, Init { zero_output: false, scheme: a.init.scheme() }))?;
+    let mut grad = be.alloc::<f32>(p)?;
+    let mut optimizer = OptimizerState::new(&be, a.optimizer.rule().with_lr(a.lr), p)?;
+    let train_images = Tensor::<_>::from_host(&be, n, dim, &data.train.images)?;
+    let labels: Vec<u32> = data.train.labels.iter().map(|&l| l as u32).collect();
     let mut order: Vec<usize> = (0..n).collect();
-    let mut xbuf = Vec::with_capacity(a.batch * dim);
-    let mut ybuf = Vec::with_capacity(a.batch);
+    let steps_per_epoch = n.div_ceil(a.batch);
+    let mut epoch_rows = Tensor::<_, u32>::zeros(&be, 1, n)?;
+    let mut epoch_labels = Tensor::<_, u32>::zeros(&be, 1, n)?;
+    let mut x = Tensor::<_>::zeros(&be, a.batch.min(n), dim)?;
+    let mut losses = Tensor::<_>::zeros(&be, 1, steps_per_epoch)?;
+    let mut penalty = Tensor::<_, f64>::zeros(&be, 1, 1)?;
 
     eprintln!(
         "engram train: MLP {} ({} parameters), {:?} lr {}, batch {}, {} epoch(s), seed {}, {}",
         sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
-        theta.len(),
+        p,
         a.optimizer,
         a.lr,
         a.batch,
@@ -114,22 +109,29 @@ pub fn run(a: TrainArgs) -> Result<()> {
         be.name()
     );
     let t0 = Instant::now();
-    let steps_per_epoch = n.div_ceil(a.batch);
     let pb = progress((steps_per_epoch * a.epochs) as u64, a.quiet);
     pb.set_prefix("train");
     let mut epoch_losses = Vec::new();
     for epoch in 0..a.epochs {
         order.shuffle(&mut rng);
+        let rows: Vec<u32> = order.iter().map(|&i| i as u32).collect();
+        let ys: Vec<u32> = order.iter().map(|&i| labels[i]).collect();
+        be.upload_into(&rows, epoch_rows.view_mut())?;
+        be.upload_into(&ys, epoch_labels.view_mut())?;
+        for step in 0..steps_per_epoch {
+            let (start, end) = (step * a.batch, ((step + 1) * a.batch).min(n));
+            let xs = x.view_mut().rows(0, end - start);
+            be.gather_rows(train_images.view(), epoch_rows.view().range(start, end), PixelMap::Identity, xs)?;
+            let batch =
+                Batch { x: x.view().rows(0, end - start), labels: epoch_labels.view().range(start, end), mask: None };
+            let loss = losses.view_mut().range(step, step + 1);
+            engram_nn::loss_and_grad(&be, &model, &theta, batch, ViewMut::row_of(&be, &mut grad), loss)?;
+            optimizer.step(&be, &mut theta, &grad, None, 0.0, None, penalty.view_mut())?;
+            pb.inc(1);
+        }
+        // The epoch's losses come back once: the check for divergence and the mean.
         let mut loss_sum = 0f64;
-        for (step, idx) in order.chunks(a.batch).enumerate() {
-            xbuf.clear();
-            ybuf.clear();
-            for &i in idx {
-                xbuf.extend_from_slice(&data.train.images[i * dim..(i + 1) * dim]);
-                ybuf.push(labels[i]);
-            }
-            let x = be.from_vec(idx.len(), dim, xbuf.clone());
-            let loss = model.loss_grad(&mut tape, &theta, x, &ybuf, None, &mut grad);
+        for (step, loss) in losses.to_host(&be)?.into_iter().enumerate() {
             if !loss.is_finite() {
                 bail!(
                     "the loss became {loss} at epoch {}, step {}: the learning rate ({}) is probably too large",
@@ -139,19 +141,26 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 );
             }
             loss_sum += loss as f64;
-            opt.step(&mut theta, &grad);
-            pb.inc(1);
-            if step % 50 == 0 {
-                pb.set_message(format!("epoch {} loss {:.4}", epoch + 1, loss));
-            }
         }
         epoch_losses.push(loss_sum / steps_per_epoch as f64);
+        pb.set_message(format!("epoch {} mean loss {:.4}", epoch + 1, loss_sum / steps_per_epoch as f64));
     }
     pb.finish_and_clear();
     let train_seconds = t0.elapsed().as_secs_f64();
-    let test_labels: Vec<u32> = data.test.labels.iter().map(|&l| l as u32).collect();
     let t_eval = Instant::now();
-    let acc = model.accuracy(&be, &theta, &data.test.images, &test_labels, None, 1000);
+    let test_images = Tensor::<_>::from_host(&be, data.test.n, dim, &data.test.images)?;
+    let test_rows: Vec<u32> = (0..data.test.n as u32).collect();
+    let test_labels: Vec<u32> = data.test.labels.iter().map(|&l| l as u32).collect();
+    let test_rows = Tensor::<_, u32>::from_host(&be, 1, data.test.n, &test_rows)?;
+    let test_labels = Tensor::<_, u32>::from_host(&be, 1, data.test.n, &test_labels)?;
+    let samples = Samples {
+        images: test_images.view(),
+        rows: test_rows.view(),
+        labels: test_labels.view(),
+        map: PixelMap::Identity,
+        mask: None,
+    };
+    let acc = engram_nn::evaluate(&be, &model, &theta, samples, engram_nn::EVAL_CHUNK, false)?.accuracy();
     let eval_seconds = t_eval.elapsed().as_secs_f64();
     let wall = t_load.elapsed().as_secs_f64();
 
@@ -171,7 +180,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             "load_seconds": load_seconds,
             "epoch_mean_train_loss": epoch_losses,
             "params": {
-                "sizes": sizes, "num_params": theta.len(), "optimizer": format!("{:?}", a.optimizer).to_lowercase(),
+                "sizes": sizes, "num_params": p, "optimizer": format!("{:?}", a.optimizer).to_lowercase(),
                 "lr": a.lr, "batch": a.batch, "seed": a.seed, "init": a.init, "threads": rayon::current_num_threads(),
             },
         });

@@ -1,7 +1,7 @@
-//! Dense layers, the multi-layer perceptron, and the masked loss.
+//! Dense layers, the multi-layer perceptron, and the task mask.
 
 use crate::init::{he_uniform, kaiming_uniform, xavier_uniform, Init, InitScheme};
-use engram_tape::{Backend, Tape, Var};
+use engram_tape::{Backend, Float, Result, Tape, Tensor, Var, View};
 use rand::Rng;
 use std::ops::Range;
 
@@ -21,8 +21,8 @@ pub struct Dense {
 
 impl Dense {
     /// `y = x W + b`, recorded on the tape (`w`, `b` are the layer's parameter nodes).
-    pub fn forward<B: Backend>(&self, tape: &mut Tape<B>, x: Var, w: Var, b: Var) -> Var {
-        let xw = tape.matmul(x, w);
+    pub fn forward<B: Backend>(&self, tape: &mut Tape<'_, B>, x: Var, w: Var, b: Var) -> Result<Var> {
+        let xw = tape.matmul(x, w)?;
         tape.add_row(xw, b)
     }
 }
@@ -94,7 +94,8 @@ impl Mlp {
     }
 
     /// Fresh parameters drawn as `init.scheme` says (PyTorch-default Kaiming-uniform unless told
-    /// otherwise; Xavier-uniform leaves the biases at zero), optionally a zero output layer.
+    /// otherwise; Xavier- and He-uniform leave the biases at zero), optionally a zero output
+    /// layer. Drawn on the host (one seeded stream), to be uploaded once.
     pub fn init(&self, rng: &mut impl Rng, init: Init) -> Vec<f32> {
         let mut theta = vec![0f32; self.num_params];
         let last = self.layers.len() - 1;
@@ -118,68 +119,50 @@ impl Mlp {
         theta
     }
 
-    /// Puts every parameter tensor on the tape (as trainable nodes when `trainable`, else as
-    /// constants: evaluation records no gradients). Returns `[W0, b0, W1, b1, ...]`.
-    pub fn load<B: Backend>(&self, tape: &mut Tape<B>, theta: &[B::T], trainable: bool) -> Vec<Var> {
-        assert_eq!(theta.len(), self.num_params, "theta has {} values, the model {}", theta.len(), self.num_params);
+    /// Puts every parameter tensor on the tape as a view of `theta`, the flat parameter vector
+    /// (no copy): `[W0, b0, W1, b1, ...]`. Trainable parameters name their place in the gradient
+    /// vector (the same offsets as in `theta`), so [`Tape::backward_into`] fills a flat gradient
+    /// of `theta`'s layout; otherwise they are constants (evaluation records no gradient).
+    pub fn params<'p, B: Backend>(
+        &self,
+        tape: &mut Tape<'p, B>,
+        theta: &'p B::Buffer<B::T>,
+        trainable: bool,
+    ) -> Vec<Var> {
         let mut vars = Vec::with_capacity(2 * self.layers.len());
         for l in &self.layers {
-            for (r, c, range) in [(l.fan_in, l.fan_out, l.weight.clone()), (1, l.fan_out, l.bias.clone())] {
-                let t = tape.backend().from_vec(r, c, theta[range].to_vec());
-                vars.push(if trainable { tape.param(t) } else { tape.constant(t) });
+            for (rows, cols, range) in [(l.fan_in, l.fan_out, &l.weight), (1, l.fan_out, &l.bias)] {
+                let view = View::new(theta, range.start, rows, cols);
+                vars.push(if trainable { tape.param_view(view, Some(range.start)) } else { tape.constant_view(view) });
             }
         }
         vars
     }
 
-    /// The logits for the batch `x` (`rows x inputs`), given the parameter nodes from [`Mlp::load`].
-    pub fn forward<B: Backend>(&self, tape: &mut Tape<B>, params: &[Var], x: Var) -> Var {
-        self.forward_trace(tape, params, x).logits
+    /// The logits for the batch `x` (`rows x inputs`), given the parameter nodes from
+    /// [`Mlp::params`].
+    pub fn forward<B: Backend>(&self, tape: &mut Tape<'_, B>, params: &[Var], x: Var) -> Result<Var> {
+        Ok(self.forward_trace(tape, params, x)?.logits)
     }
 
     /// Like [`Mlp::forward`], also returning each layer's input and pre-activation nodes: with
     /// them, per-sample gradient statistics of a dense layer come out of one batched backward
     /// (`sum_i (x_i outer d_i)^2 = (X*X)^T (D*D)`, used by the Fisher and MAS importances).
-    pub fn forward_trace<B: Backend>(&self, tape: &mut Tape<B>, params: &[Var], x: Var) -> Trace {
+    pub fn forward_trace<B: Backend>(&self, tape: &mut Tape<'_, B>, params: &[Var], x: Var) -> Result<Trace> {
         let mut h = x;
         let last = self.layers.len() - 1;
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut preacts = Vec::with_capacity(self.layers.len());
         for (i, l) in self.layers.iter().enumerate() {
             inputs.push(h);
-            h = l.forward(tape, h, params[2 * i], params[2 * i + 1]);
+            h = l.forward(tape, h, params[2 * i], params[2 * i + 1])?;
             preacts.push(h);
             if i < last {
-                h = tape.relu(h);
+                h = tape.relu(h)?;
             }
         }
-        Trace { inputs, preacts, logits: h }
+        Ok(Trace { inputs, preacts, logits: h })
     }
-
-    /// Copies the gradients of the parameter nodes into the flat vector `grad` (zero where a
-    /// parameter received no gradient).
-    pub fn gather_grads<B: Backend>(
-        &self,
-        tape: &Tape<B>,
-        grads: &engram_tape::Grads<B>,
-        params: &[Var],
-        grad: &mut [B::T],
-    ) {
-        assert_eq!(grad.len(), self.num_params);
-        let be = tape.backend();
-        for (i, l) in self.layers.iter().enumerate() {
-            for (v, range) in [(params[2 * i], l.weight.clone()), (params[2 * i + 1], l.bias.clone())] {
-                match grads.get(v) {
-                    Some(g) => grad[range].copy_from_slice(&be.to_vec(g)),
-                    None => grad[range].fill(num_traits_zero::<B>()),
-                }
-            }
-        }
-    }
-}
-
-fn num_traits_zero<B: Backend>() -> B::T {
-    <B::T as engram_tape::Float>::from_f64_lossy(0.0)
 }
 
 /// Which classes a task's rows may predict (the multi-head / task-incremental setting).
@@ -190,11 +173,14 @@ pub struct TaskMask {
 }
 
 impl TaskMask {
-    /// Only `allowed` of `classes` outputs take part in the softmax.
+    /// Only `allowed` of `classes` outputs take part in the softmax (classes out of range are
+    /// ignored).
     pub fn new(classes: usize, allowed: &[usize]) -> Self {
         let mut a = vec![false; classes];
         for &c in allowed {
-            a[c] = true;
+            if let Some(slot) = a.get_mut(c) {
+                *slot = true;
+            }
         }
         Self { classes, allowed: a }
     }
@@ -204,85 +190,18 @@ impl TaskMask {
         self.allowed.get(c).copied().unwrap_or(false)
     }
 
-    /// The mask as a `1 x classes` tensor of 0/1 on `be`.
-    pub fn tensor<B: Backend>(&self, be: &B) -> B::Tensor {
-        let one = <B::T as engram_tape::Float>::from_f64_lossy(1.0);
-        let zero = <B::T as engram_tape::Float>::from_f64_lossy(0.0);
-        be.from_vec(1, self.classes, self.allowed.iter().map(|&a| if a { one } else { zero }).collect())
-    }
-}
-
-/// The mean masked softmax cross-entropy of `logits` against `labels`; `mask` is `None` for a
-/// plain softmax over every output.
-pub fn masked_loss<B: Backend>(tape: &mut Tape<B>, logits: Var, labels: &[u32], mask: Option<&B::Tensor>) -> Var {
-    let labels = tape.backend().labels(labels);
-    let m = mask.map(|m| tape.constant(m.clone()));
-    tape.masked_xent(logits, labels, m)
-}
-
-impl Mlp {
-    /// One forward and backward pass on a fresh recording: returns the mean loss of the batch
-    /// and writes `dL/dtheta` into `grad`. The tape is cleared first and reused (no reallocation
-    /// of its node list between steps).
-    #[allow(clippy::too_many_arguments)]
-    pub fn loss_grad<B: Backend>(
-        &self,
-        tape: &mut Tape<B>,
-        theta: &[B::T],
-        x: B::Tensor,
-        labels: &[u32],
-        mask: Option<&B::Tensor>,
-        grad: &mut [B::T],
-    ) -> B::T {
-        tape.clear();
-        let params = self.load(tape, theta, true);
-        let xv = tape.constant(x);
-        let logits = self.forward(tape, &params, xv);
-        let loss = masked_loss(tape, logits, labels, mask);
-        let grads = tape.backward(loss);
-        self.gather_grads(tape, &grads, &params, grad);
-        tape.backend().scalar(tape.value(loss))
+    /// The allowed classes as 0/1 flags.
+    pub fn flags(&self) -> &[bool] {
+        &self.allowed
     }
 
-    /// The logits for `x`, recorded without gradients.
-    pub fn logits<B: Backend>(&self, tape: &mut Tape<B>, theta: &[B::T], x: B::Tensor) -> B::Tensor {
-        tape.clear();
-        let params = self.load(tape, theta, false);
-        let xv = tape.constant(x);
-        let out = self.forward(tape, &params, xv);
-        tape.value(out).clone()
+    /// The mask as a row of 0/1 values.
+    pub fn values<T: Float>(&self) -> Vec<T> {
+        self.allowed.iter().map(|&a| T::from_f64_lossy(if a { 1.0 } else { 0.0 })).collect()
     }
 
-    /// Accuracy on `images` (`n x inputs`, row-major) against `labels`, evaluated in chunks of
-    /// `chunk` rows; arg-max restricted to `mask` when one is given. Returns a fraction in [0, 1].
-    pub fn accuracy<B: Backend>(
-        &self,
-        be: &B,
-        theta: &[B::T],
-        images: &[f32],
-        labels: &[u32],
-        mask: Option<&B::Tensor>,
-        chunk: usize,
-    ) -> f64 {
-        let dim = self.inputs();
-        let n = labels.len();
-        assert_eq!(images.len(), n * dim, "accuracy: {} pixels for {} images of {}", images.len(), n, dim);
-        if n == 0 {
-            return 0.0;
-        }
-        let mut tape = Tape::new(be.clone());
-        let mut correct = 0usize;
-        for start in (0..n).step_by(chunk.max(1)) {
-            let end = (start + chunk.max(1)).min(n);
-            let x = be.from_vec(end - start, dim, to_t::<B>(&images[start * dim..end * dim]));
-            let logits = self.logits(&mut tape, theta, x);
-            correct += be.count_correct(&logits, &be.labels(&labels[start..end]), mask);
-        }
-        correct as f64 / n as f64
+    /// The mask as a `1 x classes` tensor of 0/1 on `be` (an upload).
+    pub fn tensor<B: Backend>(&self, be: &B) -> Result<Tensor<B>> {
+        Tensor::from_host(be, 1, self.classes, &self.values::<B::T>())
     }
-}
-
-/// Converts f32 host data (pixels) to the backend's element type.
-pub fn to_t<B: Backend>(xs: &[f32]) -> Vec<B::T> {
-    xs.iter().map(|&v| <B::T as engram_tape::Float>::from_f64_lossy(v as f64)).collect()
 }

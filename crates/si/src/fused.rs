@@ -7,11 +7,13 @@
 //! it), then the update loop runs over the same tile, which is still in L1,
 //! so every array crosses the memory bus once. The update loop has no loop-carried dependency:
 //! the compiler vectorises it (SSE2 on the default x86-64 target). Monomorphised variants
-//! (`ADAM`, `PEN`, `OM`) keep branches out of the inner loop.
+//! (`ADAM`, `PEN`, `OMEGA`) keep branches out of the inner loop.
 
 use rayon::prelude::*;
 
-use crate::{flush_subnormal, relu, Plan, ReluPlacement, Scalars, Slices, StepConfig, CHUNK};
+use crate::{
+    flush_subnormal, relu, Plan, ReluPlacement, Scalars, Slices, StepConfig, CHUNK, NO_OMEGA, OMEGA_TASK, OMEGA_TOTAL,
+};
 
 /// Elements per tile inside a chunk: 7 arrays x 4 B x 1024 = 28 KiB, an L1-sized working set.
 const TILE: usize = 1_024;
@@ -103,34 +105,34 @@ pub fn fused_step_f32(s: Slices<'_>, cfg: &StepConfig) -> f64 {
     if plan.n == 0 {
         return 0.0;
     }
-    let sum = match (plan.adam, plan.pen, plan.om) {
-        (true, true, 0) => run::<true, true, 0>(s, &k),
-        (true, true, 1) => run::<true, true, 1>(s, &k),
-        (true, true, _) => run::<true, true, 2>(s, &k),
-        (true, false, 0) => run::<true, false, 0>(s, &k),
-        (true, false, 1) => run::<true, false, 1>(s, &k),
-        (true, false, _) => run::<true, false, 2>(s, &k),
-        (false, true, 0) => run::<false, true, 0>(s, &k),
-        (false, true, 1) => run::<false, true, 1>(s, &k),
-        (false, true, _) => run::<false, true, 2>(s, &k),
-        (false, false, 0) => run::<false, false, 0>(s, &k),
-        (false, false, 1) => run::<false, false, 1>(s, &k),
-        (false, false, _) => run::<false, false, 2>(s, &k),
+    let sum = match (plan.adam, plan.penalty, plan.omega) {
+        (true, true, NO_OMEGA) => run::<true, true, NO_OMEGA>(s, &k),
+        (true, true, OMEGA_TASK) => run::<true, true, OMEGA_TASK>(s, &k),
+        (true, true, _) => run::<true, true, OMEGA_TOTAL>(s, &k),
+        (true, false, NO_OMEGA) => run::<true, false, NO_OMEGA>(s, &k),
+        (true, false, OMEGA_TASK) => run::<true, false, OMEGA_TASK>(s, &k),
+        (true, false, _) => run::<true, false, OMEGA_TOTAL>(s, &k),
+        (false, true, NO_OMEGA) => run::<false, true, NO_OMEGA>(s, &k),
+        (false, true, OMEGA_TASK) => run::<false, true, OMEGA_TASK>(s, &k),
+        (false, true, _) => run::<false, true, OMEGA_TOTAL>(s, &k),
+        (false, false, NO_OMEGA) => run::<false, false, NO_OMEGA>(s, &k),
+        (false, false, OMEGA_TASK) => run::<false, false, OMEGA_TASK>(s, &k),
+        (false, false, _) => run::<false, false, OMEGA_TOTAL>(s, &k),
     };
-    if plan.pen {
+    if plan.penalty {
         cfg.c as f64 * sum
     } else {
         0.0
     }
 }
 
-fn run<const ADAM: bool, const PEN: bool, const OM: u8>(s: Slices<'_>, k: &Scalars) -> f64 {
-    let partials: Vec<f64> = chunks(s).into_par_iter().map(|c| chunk_kernel::<ADAM, PEN, OM>(c, k)).collect();
+fn run<const ADAM: bool, const PEN: bool, const OMEGA: u8>(s: Slices<'_>, k: &Scalars) -> f64 {
+    let partials: Vec<f64> = chunks(s).into_par_iter().map(|c| chunk_kernel::<ADAM, PEN, OMEGA>(c, k)).collect();
     // Chunk order, sequentially: deterministic whatever the number of threads.
     partials.iter().sum()
 }
 
-fn chunk_kernel<const ADAM: bool, const PEN: bool, const OM: u8>(c: Chunk<'_>, k: &Scalars) -> f64 {
+fn chunk_kernel<const ADAM: bool, const PEN: bool, const OMEGA: u8>(c: Chunk<'_>, k: &Scalars) -> f64 {
     let n = c.theta.len();
     let mut pen = 0.0f64;
     let mut i0 = 0;
@@ -143,10 +145,10 @@ fn chunk_kernel<const ADAM: bool, const PEN: bool, const OM: u8>(c: Chunk<'_>, k
         if PEN {
             pen += penalty_tile(big_omega, theta, theta_star);
         }
-        let omega: &mut [f32] = if OM != 0 { &mut c.omega[i0..i1] } else { &mut [] };
+        let omega: &mut [f32] = if OMEGA != NO_OMEGA { &mut c.omega[i0..i1] } else { &mut [] };
         let (m, v): (&mut [f32], &mut [f32]) =
             if ADAM { (&mut c.m[i0..i1], &mut c.v[i0..i1]) } else { (&mut [], &mut []) };
-        update_tile::<ADAM, PEN, OM>(theta, g, big_omega, theta_star, omega, m, v, k);
+        update_tile::<ADAM, PEN, OMEGA>(theta, g, big_omega, theta_star, omega, m, v, k);
         i0 = i1;
     }
     pen
@@ -195,7 +197,7 @@ fn penalty_tile(big_omega: &[f32], theta: &[f32], theta_star: &[f32]) -> f64 {
 /// The element-wise update of one tile (see [`fused_step_f32`] for the equations).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn update_tile<const ADAM: bool, const PEN: bool, const OM: u8>(
+fn update_tile<const ADAM: bool, const PEN: bool, const OMEGA: u8>(
     theta: &mut [f32],
     g: &[f32],
     big_omega: &[f32],
@@ -208,7 +210,7 @@ fn update_tile<const ADAM: bool, const PEN: bool, const OM: u8>(
     let n = theta.len();
     let g = &g[..n];
     let (big_omega, theta_star) = if PEN { (&big_omega[..n], &theta_star[..n]) } else { (big_omega, theta_star) };
-    let omega = if OM != 0 { &mut omega[..n] } else { omega };
+    let omega = if OMEGA != NO_OMEGA { &mut omega[..n] } else { omega };
     let (m, v) = if ADAM { (&mut m[..n], &mut v[..n]) } else { (m, v) };
     let Scalars { two_c, lr, beta1, omb1, beta2, omb2, step, bc2_sqrt, eps } = *k;
     for i in 0..n {
@@ -225,8 +227,8 @@ fn update_tile<const ADAM: bool, const PEN: bool, const OM: u8>(
             t0 - lr * gt
         };
         theta[i] = t1;
-        if OM != 0 {
-            let gu = if OM == 1 { gi } else { gt };
+        if OMEGA != NO_OMEGA {
+            let gu = if OMEGA == OMEGA_TASK { gi } else { gt };
             omega[i] -= gu * (t1 - t0);
         }
     }
@@ -267,7 +269,7 @@ pub fn penalty_f32(theta: &[f32], big_omega: &[f32], theta_star: &[f32], c: f32)
 /// ```
 ///
 /// `theta_star` serves both as the start point of the finished task and, afterwards, as the
-/// anchor of the next one: SI needs no fourth vector (see [`SiState`](crate::SiState)).
+/// anchor of the next one: SI needs no fourth vector (see [`PenaltyState`](crate::PenaltyState)).
 ///
 /// # Panics
 /// When a slice does not have `theta`'s length, or when `xi` is not positive and finite.

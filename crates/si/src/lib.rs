@@ -31,7 +31,7 @@
 //!   [`CHUNK`] elements and summed over chunks in order, so it does not depend on the number of
 //!   threads.
 //! - SI needs exactly three vectors the size of the model, whatever the number of tasks:
-//!   `omega`, `Omega` and `theta*` (see [`SiState`]). The start point of a task, needed for
+//!   `omega`, `Omega` and `theta*` (see [`PenaltyState`]). The start point of a task, needed for
 //!   `Delta = theta(end) - theta(start)`, is `theta*` itself: `theta*` is set to theta at the end
 //!   of the previous task (or to the initialisation before the first task), and theta does not
 //!   change between the end of one task and the start of the next.
@@ -39,21 +39,30 @@
 //! See PROTOCOLS.md, "Synaptic Intelligence, exactly" and "EWC, online EWC, L2, MAS".
 #![warn(missing_docs)]
 
+mod consolidate;
 mod fused;
+mod kernels;
 pub mod reference;
 mod state;
 pub mod stream;
 
+pub use consolidate::{consolidate_f32, importance_mean_f32, prev_step_accumulate_f32, Consolidation};
 pub use fused::{end_of_task, fused_step_f32, penalty_f32};
-pub use state::SiState;
+pub use kernels::{ConsolidationKernels, StepBuffers};
+pub use state::{OptimizerState, PenaltyState};
 
 /// Elements per work item of the parallel kernels. Fixed (never derived from the number of
 /// threads) so that the chunk-ordered f64 penalty reduction is deterministic.
 pub const CHUNK: usize = 16_384;
 
-/// The update rule applied to the total-loss gradient `G = g + 2 c Omega (theta - theta*)`.
+/// The optimizer: the update rule applied to the total-loss gradient
+/// `G = g + 2 c Omega (theta - theta*)`. The one type that says which optimizer a run uses (with
+/// the `serde` feature it is written as `{"kind": "adam", "lr": .., "beta1": .., "beta2": ..,
+/// "eps": ..}` or `{"kind": "sgd", "lr": ..}`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Optim {
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields))]
+pub enum Optimizer {
     /// Plain SGD: `theta -= lr * G`.
     Sgd {
         /// Learning rate.
@@ -87,11 +96,46 @@ pub enum OmegaGrad {
     Total,
 }
 
+impl Optimizer {
+    /// Adam with PyTorch's defaults `betas = (0.9, 0.999)`, `eps = 1e-8`.
+    pub fn adam(lr: f32) -> Self {
+        Self::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f32 {
+        match *self {
+            Self::Sgd { lr } | Self::Adam { lr, .. } => lr,
+        }
+    }
+
+    /// The same rule with learning rate `lr`.
+    pub fn with_lr(self, lr: f32) -> Self {
+        match self {
+            Self::Sgd { .. } => Self::Sgd { lr },
+            Self::Adam { beta1, beta2, eps, .. } => Self::Adam { lr, beta1, beta2, eps },
+        }
+    }
+
+    /// `"sgd"` or `"adam"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Sgd { .. } => "sgd",
+            Self::Adam { .. } => "adam",
+        }
+    }
+
+    /// Whether the rule keeps moments (Adam's `m` and `v`).
+    pub fn has_moments(&self) -> bool {
+        matches!(self, Self::Adam { .. })
+    }
+}
+
 /// The configuration of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepConfig {
     /// The update rule.
-    pub optim: Optim,
+    pub optimizer: Optimizer,
     /// The penalty strength `c` (SI's `c`, EWC's `lambda`; the penalty has no 1/2 factor).
     /// With `c == 0` the penalty is skipped entirely, so `G == g` bit for bit.
     pub c: f32,
@@ -152,15 +196,22 @@ impl ReluPlacement {
     pub const Official: ReluPlacement = ReluPlacement::Accumulated;
 }
 
+/// No importance accumulation (the `OMEGA` parameter of the monomorphised kernels).
+pub(crate) const NO_OMEGA: u8 = 0;
+/// SI's path integral with the task gradient, [`OmegaGrad::Task`].
+pub(crate) const OMEGA_TASK: u8 = 1;
+/// SI's path integral with the total gradient, [`OmegaGrad::Total`].
+pub(crate) const OMEGA_TOTAL: u8 = 2;
+
 /// Validated description of which parts of the step run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
     pub n: usize,
     pub adam: bool,
     /// The penalty runs (`c != 0`).
-    pub pen: bool,
-    /// 0: no importance accumulation, 1: `OmegaGrad::Task`, 2: `OmegaGrad::Total`.
-    pub om: u8,
+    pub penalty: bool,
+    /// [`NO_OMEGA`], [`OMEGA_TASK`] or [`OMEGA_TOTAL`].
+    pub omega: u8,
 }
 
 fn check_len(name: &str, len: usize, n: usize, needed: bool, why: &str) {
@@ -180,22 +231,22 @@ impl Plan {
         let n = s.theta.len();
         assert!(s.g.len() == n, "engram-si: `g` has length {}, expected {n}", s.g.len());
         assert!(cfg.c.is_finite(), "engram-si: the penalty strength c must be finite, got {}", cfg.c);
-        let pen = cfg.c != 0.0;
-        check_len("big_omega", s.big_omega.len(), n, pen, "the penalty is on: c != 0");
-        check_len("theta_star", s.theta_star.len(), n, pen, "the penalty is on: c != 0");
-        let om = match cfg.omega {
-            None => 0,
-            Some(OmegaGrad::Task) => 1,
-            Some(OmegaGrad::Total) => 2,
+        let penalty = cfg.c != 0.0;
+        check_len("big_omega", s.big_omega.len(), n, penalty, "the penalty is on: c != 0");
+        check_len("theta_star", s.theta_star.len(), n, penalty, "the penalty is on: c != 0");
+        let omega = match cfg.omega {
+            None => NO_OMEGA,
+            Some(OmegaGrad::Task) => OMEGA_TASK,
+            Some(OmegaGrad::Total) => OMEGA_TOTAL,
         };
-        check_len("omega", s.omega.len(), n, om != 0, "importance accumulation is on");
-        let adam = matches!(cfg.optim, Optim::Adam { .. });
+        check_len("omega", s.omega.len(), n, omega != NO_OMEGA, "importance accumulation is on");
+        let adam = cfg.optimizer.has_moments();
         check_len("m", s.m.len(), n, adam, "Adam");
         check_len("v", s.v.len(), n, adam, "Adam");
         if adam {
             assert!(cfg.t >= 1, "engram-si: Adam's step count t is 1-based, got 0");
         }
-        Plan { n, adam, pen, om }
+        Plan { n, adam, penalty, omega }
     }
 }
 
@@ -225,11 +276,11 @@ impl Scalars {
     /// powers taken in f64 (`powf`, C's `pow`), `1 - beta` in f32.
     pub(crate) fn new(cfg: &StepConfig) -> Scalars {
         let two_c = 2.0 * cfg.c;
-        match cfg.optim {
-            Optim::Sgd { lr } => {
+        match cfg.optimizer {
+            Optimizer::Sgd { lr } => {
                 Scalars { two_c, lr, beta1: 0.0, omb1: 0.0, beta2: 0.0, omb2: 0.0, step: 0.0, bc2_sqrt: 1.0, eps: 0.0 }
             }
-            Optim::Adam { lr, beta1, beta2, eps } => {
+            Optimizer::Adam { lr, beta1, beta2, eps } => {
                 let (step, bc2_sqrt) = adam_scalars(lr, beta1, beta2, cfg.t);
                 Scalars { two_c, lr, beta1, omb1: 1.0 - beta1, beta2, omb2: 1.0 - beta2, step, bc2_sqrt, eps }
             }

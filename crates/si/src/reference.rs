@@ -127,7 +127,7 @@ pub fn unfused_step_f32_with(s: Slices<'_>, cfg: &StepConfig, scratch: &mut Scra
 
     // 1-4: the penalty, its gradient, the total gradient.
     let mut penalty = 0.0;
-    let gt: &[f32] = if plan.pen {
+    let gt: &[f32] = if plan.penalty {
         map2(d, theta, theta_star, |t, s| t - s);
         penalty = cfg.c as f64 * weighted_sum_sq(big_omega, d);
         let two_c = k.two_c;
@@ -138,7 +138,7 @@ pub fn unfused_step_f32_with(s: Slices<'_>, cfg: &StepConfig, scratch: &mut Scra
         g
     };
     // 5: snapshot.
-    if plan.om != 0 {
+    if plan.omega != crate::NO_OMEGA {
         theta_old.par_chunks_mut(CHUNK).zip(theta.par_chunks(CHUNK)).for_each(|(o, t)| o.copy_from_slice(t));
     }
     // 6-9: the optimizer, one pass per line.
@@ -153,9 +153,9 @@ pub fn unfused_step_f32_with(s: Slices<'_>, cfg: &StepConfig, scratch: &mut Scra
         update1(theta, gt, |t, g| t - lr * g);
     }
     // 10-11: the parameter change and SI's path integral.
-    if plan.om != 0 {
+    if plan.omega != crate::NO_OMEGA {
         map2(delta, theta, theta_old, |t, o| t - o);
-        let gu = if plan.om == 1 { g } else { gt };
+        let gu = if plan.omega == crate::OMEGA_TASK { g } else { gt };
         update2(omega, gu, delta, |w, g, d| w - g * d);
     }
     penalty

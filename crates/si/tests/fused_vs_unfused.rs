@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use engram_si::reference::{unfused_end_of_task, unfused_step_f32, unfused_step_f32_with, Scratch};
-use engram_si::{end_of_task, fused_step_f32, OmegaGrad, Optim, ReluPlacement, Slices, StepConfig, CHUNK};
+use engram_si::{end_of_task, fused_step_f32, OmegaGrad, Optimizer, ReluPlacement, Slices, StepConfig, CHUNK};
 
 /// Everything one side of the comparison owns.
 #[derive(Clone)]
@@ -41,7 +41,7 @@ impl World {
     /// The slices for `cfg`, passing empty slices wherever the configuration allows it.
     fn slices(&mut self, cfg: &StepConfig) -> Slices<'_> {
         let pen = cfg.c != 0.0;
-        let adam = matches!(cfg.optim, Optim::Adam { .. });
+        let adam = matches!(cfg.optimizer, Optimizer::Adam { .. });
         Slices {
             theta: &mut self.theta,
             g: &self.g,
@@ -90,7 +90,7 @@ fn compare(
     n: usize,
     steps: usize,
     task_len: usize,
-    optim: Optim,
+    optimizer: Optimizer,
     c: f32,
     omega: Option<OmegaGrad>,
     relu: ReluPlacement,
@@ -123,7 +123,7 @@ fn compare(
             w.t += 1;
             quad_grad(&w.theta, &h, &target, &wobble, step, &mut w.g);
         }
-        let cfg = StepConfig { optim, c, omega, t: fused.t };
+        let cfg = StepConfig { optimizer, c, omega, t: fused.t };
         let pf = fused_step_f32(fused.slices(&cfg), &cfg);
         // Alternate between fresh temporaries and reused ones: both must agree.
         let pu = if step % 2 == 0 {
@@ -138,18 +138,26 @@ fn compare(
 
 #[test]
 fn fused_equals_unfused_over_1000_steps_and_task_boundaries_for_every_flag_combination() {
-    for (k, (optim, c, omega, relu)) in all_combinations().into_iter().enumerate() {
+    for (k, (optimizer, c, omega, relu)) in all_combinations().into_iter().enumerate() {
         // 3001 = 2 full tiles + a partial one whose length is not a multiple of the 8 lanes.
-        let w = compare(3001, 1000, 250, optim, c, omega, relu, 100 + k as u64);
-        assert!(w.rel <= 1e-5, "{optim:?} c={c} omega={omega:?} relu={relu:?}: max relative difference {:e}", w.rel);
+        let w = compare(3001, 1000, 250, optimizer, c, omega, relu, 100 + k as u64);
+        assert!(
+            w.rel <= 1e-5,
+            "{optimizer:?} c={c} omega={omega:?} relu={relu:?}: max relative difference {:e}",
+            w.rel
+        );
     }
 }
 
 #[test]
 fn fused_equals_unfused_across_chunk_boundaries_for_every_flag_combination() {
-    for (k, (optim, c, omega, relu)) in all_combinations().into_iter().enumerate() {
-        let w = compare(2 * CHUNK + 1001, 24, 8, optim, c, omega, relu, 900 + k as u64);
-        assert!(w.rel <= 1e-5, "{optim:?} c={c} omega={omega:?} relu={relu:?}: max relative difference {:e}", w.rel);
+    for (k, (optimizer, c, omega, relu)) in all_combinations().into_iter().enumerate() {
+        let w = compare(2 * CHUNK + 1001, 24, 8, optimizer, c, omega, relu, 900 + k as u64);
+        assert!(
+            w.rel <= 1e-5,
+            "{optimizer:?} c={c} omega={omega:?} relu={relu:?}: max relative difference {:e}",
+            w.rel
+        );
     }
 }
 
@@ -157,9 +165,9 @@ fn fused_equals_unfused_across_chunk_boundaries_for_every_flag_combination() {
 fn fused_and_unfused_parameters_moments_and_omega_are_bit_identical() {
     // The reference performs the fused kernel's operations one by one (no reassociation, no
     // FMA contraction in Rust), so everything but the penalty's summation order is identical.
-    for (k, (optim, c, omega, relu)) in all_combinations().into_iter().enumerate() {
-        let w = compare(1000, 200, 50, optim, c, omega, relu, 5000 + k as u64);
-        assert!(w.identical, "{optim:?} c={c} omega={omega:?} relu={relu:?}: not bit-identical");
+    for (k, (optimizer, c, omega, relu)) in all_combinations().into_iter().enumerate() {
+        let w = compare(1000, 200, 50, optimizer, c, omega, relu, 5000 + k as u64);
+        assert!(w.identical, "{optimizer:?} c={c} omega={omega:?} relu={relu:?}: not bit-identical");
     }
 }
 
@@ -167,11 +175,11 @@ mod prop {
     use super::*;
     use proptest::prelude::*;
 
-    fn optim() -> impl Strategy<Value = Optim> {
+    fn optimizer() -> impl Strategy<Value = Optimizer> {
         prop_oneof![
-            (1e-4f32..1e-1).prop_map(|lr| Optim::Sgd { lr }),
+            (1e-4f32..1e-1).prop_map(|lr| Optimizer::Sgd { lr }),
             (1e-4f32..1e-2, 0.5f32..0.99, 0.9f32..0.9999, 1e-8f32..1e-3)
-                .prop_map(|(lr, beta1, beta2, eps)| Optim::Adam { lr, beta1, beta2, eps }),
+                .prop_map(|(lr, beta1, beta2, eps)| Optimizer::Adam { lr, beta1, beta2, eps }),
         ]
     }
 
@@ -180,13 +188,13 @@ mod prop {
         #[test]
         fn fused_equals_unfused_for_random_sizes_and_hyperparameters(
             n in 0usize..40_000,
-            optim in optim(),
+            optimizer in optimizer(),
             c in prop_oneof![Just(0.0f32), 1e-3f32..2.0],
             omega in prop_oneof![Just(None), Just(Some(OmegaGrad::Task)), Just(Some(OmegaGrad::Total))],
             relu in prop_oneof![Just(ReluPlacement::None), Just(ReluPlacement::PerTaskTerm), Just(ReluPlacement::Accumulated)],
             seed in any::<u64>(),
         ) {
-            let w = compare(n, 6, 3, optim, c, omega, relu, seed);
+            let w = compare(n, 6, 3, optimizer, c, omega, relu, seed);
             prop_assert!(w.rel <= 1e-5, "max relative difference {:e}", w.rel);
         }
     }

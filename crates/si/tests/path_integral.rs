@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use engram_si::{fused_step_f32, OmegaGrad, Optim, SiState, Slices, StepConfig};
+use engram_si::{fused_step_f32, penalty_f32, OmegaGrad, Optimizer, Slices, StepConfig};
 
 /// L(theta) = 0.5 sum_i h_i (theta_i - a_i)^2, in f64.
 fn loss(theta: &[f32], h: &[f32], a: &[f32]) -> f64 {
@@ -22,7 +22,7 @@ fn omega_sums_to_the_loss_drop_within_2_percent_on_a_quadratic_with_small_step_s
     let mut omega = vec![0.0f32; n];
     let mut g = vec![0.0f32; n];
     let start = loss(&theta, &h, &a);
-    let cfg = StepConfig { optim: Optim::Sgd { lr: 2e-3 }, c: 0.0, omega: Some(OmegaGrad::Task), t: 1 };
+    let cfg = StepConfig { optimizer: Optimizer::Sgd { lr: 2e-3 }, c: 0.0, omega: Some(OmegaGrad::Task), t: 1 };
     for _ in 0..1_000 {
         for i in 0..n {
             g[i] = h[i] * (theta[i] - a[i]);
@@ -57,21 +57,30 @@ fn omega_with_the_total_gradient_integrates_the_total_loss_drop() {
     let h = uniform(&mut r, n, 0.5, 2.0);
     let a = uniform(&mut r, n, -1.0, 1.0);
     let mut theta = uniform(&mut r, n, -2.0, 2.0);
-    let mut si = SiState::new(n);
-    si.begin_task(&uniform(&mut r, n, -1.0, 1.0));
-    si.big_omega = uniform(&mut r, n, 0.0, 1.0);
+    let theta_star = uniform(&mut r, n, -1.0, 1.0);
+    let big_omega = uniform(&mut r, n, 0.0, 1.0);
+    let mut omega = vec![0.0f32; n];
     let c = 0.3;
-    let total = |theta: &[f32], si: &SiState| loss(theta, &h, &a) + si.penalty(theta, c);
-    let start = total(&theta, &si);
+    let total = |theta: &[f32]| loss(theta, &h, &a) + penalty_f32(theta, &big_omega, &theta_star, c);
+    let start = total(&theta);
     let mut g = vec![0.0f32; n];
-    let cfg = StepConfig { optim: Optim::Sgd { lr: 1e-3 }, c, omega: Some(OmegaGrad::Total), t: 1 };
+    let cfg = StepConfig { optimizer: Optimizer::Sgd { lr: 1e-3 }, c, omega: Some(OmegaGrad::Total), t: 1 };
     for _ in 0..1_500 {
         for i in 0..n {
             g[i] = h[i] * (theta[i] - a[i]);
         }
-        si.step(&mut theta, &g, &mut [], &mut [], &cfg);
+        let slices = Slices {
+            theta: &mut theta,
+            g: &g,
+            big_omega: &big_omega,
+            theta_star: &theta_star,
+            omega: &mut omega,
+            m: &mut [],
+            v: &mut [],
+        };
+        fused_step_f32(slices, &cfg);
     }
-    let drop = start - total(&theta, &si);
-    let integral: f64 = si.omega.iter().map(|&w| w as f64).sum();
+    let drop = start - total(&theta);
+    let integral: f64 = omega.iter().map(|&w| w as f64).sum();
     assert!(rel_diff64(integral, drop) <= 0.02, "sum omega {integral} vs total loss drop {drop}");
 }

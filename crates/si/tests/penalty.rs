@@ -33,7 +33,7 @@ fn penalty_reduction_equals_f64_reference_within_1e_6() {
         let mut th = theta.clone();
         let g = uniform(&mut r, n, -1.0, 1.0);
         let (mut omega, mut m, mut v) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        let cfg = StepConfig { optim: ADAM, c, omega: Some(OmegaGrad::Task), t: 1 };
+        let cfg = StepConfig { optimizer: ADAM, c, omega: Some(OmegaGrad::Task), t: 1 };
         let p = fused_step_f32(
             Slices {
                 theta: &mut th,
@@ -65,7 +65,7 @@ fn penalty_is_deterministic_whatever_the_number_of_threads() {
         pool.install(|| {
             let mut th = theta.clone();
             let mut omega = vec![0.0; n];
-            let cfg = StepConfig { optim: SGD, c: 2.0, omega: Some(OmegaGrad::Total), t: 1 };
+            let cfg = StepConfig { optimizer: SGD, c: 2.0, omega: Some(OmegaGrad::Total), t: 1 };
             let p = fused_step_f32(
                 Slices {
                     theta: &mut th,
@@ -96,7 +96,7 @@ fn zero_strength_means_zero_penalty_and_no_penalty_gradient() {
     assert_eq!(penalty_f32(&theta, &big_omega, &theta_star, 1.5), 15.0);
     // theta - theta* = 1, Omega = 1, c = 1.5: G = g + 2 c Omega d = g + 3 (no 1/2 factor).
     let mut th = theta.clone();
-    let cfg = StepConfig { optim: engram_si::Optim::Sgd { lr: 1.0 }, c: 1.5, omega: None, t: 1 };
+    let cfg = StepConfig { optimizer: engram_si::Optimizer::Sgd { lr: 1.0 }, c: 1.5, omega: None, t: 1 };
     fused_step_f32(
         Slices {
             theta: &mut th,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use engram_si::{fused_step_f32, OmegaGrad, Optim, Slices, StepConfig};
+use engram_si::{fused_step_f32, OmegaGrad, Optimizer, Slices, StepConfig};
 
 /// PyTorch's single-tensor Adam, one element at a time.
 #[allow(clippy::too_many_arguments)]
@@ -53,7 +53,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 
 /// `full`: pass full-length (unused) Omega, theta*, omega instead of empty slices.
 /// `accumulate`: switch importance accumulation on (it must not change the step).
-fn check(optim: Optim, full: bool, accumulate: bool) {
+fn check(optimizer: Optimizer, full: bool, accumulate: bool) {
     let n = 50_000;
     let mut r = rng(7);
     let mut theta = uniform(&mut r, n, -1.0, 1.0);
@@ -65,8 +65,8 @@ fn check(optim: Optim, full: bool, accumulate: bool) {
     let (mut m_ref, mut v_ref) = (vec![0.0; n], vec![0.0; n]);
     for t in 1..=100u64 {
         let g = uniform(&mut r, n, -1.0, 1.0);
-        let cfg = StepConfig { optim, c: 0.0, omega: accumulate.then_some(OmegaGrad::Total), t };
-        let adam = matches!(optim, Optim::Adam { .. });
+        let cfg = StepConfig { optimizer, c: 0.0, omega: accumulate.then_some(OmegaGrad::Total), t };
+        let adam = matches!(optimizer, Optimizer::Adam { .. });
         let p = fused_step_f32(
             Slices {
                 theta: &mut theta,
@@ -80,16 +80,16 @@ fn check(optim: Optim, full: bool, accumulate: bool) {
             &cfg,
         );
         assert_eq!(p, 0.0, "c = 0: no penalty");
-        match optim {
-            Optim::Sgd { lr } => textbook_sgd(&mut theta_ref, &g, lr),
-            Optim::Adam { lr, beta1, beta2, eps } => {
+        match optimizer {
+            Optimizer::Sgd { lr } => textbook_sgd(&mut theta_ref, &g, lr),
+            Optimizer::Adam { lr, beta1, beta2, eps } => {
                 textbook_adam(&mut theta_ref, &g, &mut m_ref, &mut v_ref, lr, beta1, beta2, eps, t)
             }
         }
-        assert_eq!(bits(&theta), bits(&theta_ref), "{optim:?} step {t}: theta differs");
+        assert_eq!(bits(&theta), bits(&theta_ref), "{optimizer:?} step {t}: theta differs");
         if adam {
-            assert_eq!(bits(&m), bits(&m_ref), "{optim:?} step {t}: m differs");
-            assert_eq!(bits(&v), bits(&v_ref), "{optim:?} step {t}: v differs");
+            assert_eq!(bits(&m), bits(&m_ref), "{optimizer:?} step {t}: m differs");
+            assert_eq!(bits(&v), bits(&v_ref), "{optimizer:?} step {t}: v differs");
         }
     }
 }
@@ -97,7 +97,7 @@ fn check(optim: Optim, full: bool, accumulate: bool) {
 #[test]
 fn c0_without_omega_is_textbook_adam_bit_for_bit() {
     check(ADAM, false, false);
-    check(Optim::Adam { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6 }, false, false);
+    check(Optimizer::Adam { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6 }, false, false);
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn accumulating_omega_does_not_change_the_plain_step() {
 fn plain_slices_constructor_runs_plain_sgd() {
     let mut theta = vec![1.0f32, -2.0, 3.0];
     let g = [0.5f32, 0.25, -1.0];
-    let cfg = StepConfig { optim: Optim::Sgd { lr: 0.1 }, c: 0.0, omega: None, t: 1 };
+    let cfg = StepConfig { optimizer: Optimizer::Sgd { lr: 0.1 }, c: 0.0, omega: None, t: 1 };
     fused_step_f32(Slices::plain(&mut theta, &g, &mut [], &mut []), &cfg);
     assert_eq!(theta, vec![1.0 - 0.1 * 0.5, -2.0 - 0.1 * 0.25, 3.0 + 0.1 * 1.0]);
 }
@@ -130,7 +130,7 @@ fn plain_slices_constructor_runs_plain_sgd() {
 #[should_panic(expected = "big_omega")]
 fn penalty_without_importance_slice_panics() {
     let mut theta = vec![0.0f32; 4];
-    let cfg = StepConfig { optim: SGD, c: 1.0, omega: None, t: 1 };
+    let cfg = StepConfig { optimizer: SGD, c: 1.0, omega: None, t: 1 };
     fused_step_f32(Slices::plain(&mut theta, &[0.0; 4], &mut [], &mut []), &cfg);
 }
 
@@ -138,7 +138,7 @@ fn penalty_without_importance_slice_panics() {
 #[should_panic(expected = "`m`")]
 fn adam_without_moments_panics() {
     let mut theta = vec![0.0f32; 4];
-    let cfg = StepConfig { optim: ADAM, c: 0.0, omega: None, t: 1 };
+    let cfg = StepConfig { optimizer: ADAM, c: 0.0, omega: None, t: 1 };
     fused_step_f32(Slices::plain(&mut theta, &[0.0; 4], &mut [], &mut []), &cfg);
 }
 
@@ -147,7 +147,7 @@ fn adam_without_moments_panics() {
 fn adam_step_zero_panics() {
     let mut theta = vec![0.0f32; 4];
     let (mut m, mut v) = (vec![0.0f32; 4], vec![0.0f32; 4]);
-    let cfg = StepConfig { optim: ADAM, c: 0.0, omega: None, t: 0 };
+    let cfg = StepConfig { optimizer: ADAM, c: 0.0, omega: None, t: 0 };
     fused_step_f32(Slices::plain(&mut theta, &[0.0; 4], &mut m, &mut v), &cfg);
 }
 
@@ -165,11 +165,11 @@ fn decaying_adam_moments_are_flushed_not_subnormal() {
     let mut saw_subnormal = false;
     for t in 1..=2_000u64 {
         let g = if t == 1 { vec![1e-3f32, -2e-3, 5e-2, 1.0] } else { vec![0.0; n] };
-        let cfg = StepConfig { optim: ADAM, c: 0.0, omega: None, t };
+        let cfg = StepConfig { optimizer: ADAM, c: 0.0, omega: None, t };
         fused_step_f32(Slices::plain(&mut theta, &g, &mut m, &mut v), &cfg);
         assert!(m.iter().chain(&v).all(|x| !x.is_subnormal()), "step {t}: subnormal moment stored");
         // Unflushed Adam, for comparison.
-        let Optim::Adam { lr, beta1, beta2, eps } = ADAM else { unreachable!() };
+        let Optimizer::Adam { lr, beta1, beta2, eps } = ADAM else { unreachable!() };
         let (step, bc2) = engram_si::adam_scalars(lr, beta1, beta2, t);
         for i in 0..n {
             m_raw[i] = beta1 * m_raw[i] + (1.0 - beta1) * g[i];

@@ -1,43 +1,47 @@
-//! SI's state: three vectors (omega, Omega, theta*), whatever the number of tasks, and the
-//! end-of-task consolidation (Zenke et al. 2017, eq. (5)) with each relu placement.
+//! SI's state on a backend: three vectors (omega, Omega, theta*), whatever the number of tasks,
+//! and the end-of-task consolidation (Zenke et al. 2017, eq. (5)) with each relu placement.
 
 mod common;
 
 use common::*;
-use engram_si::{end_of_task, OmegaGrad, ReluPlacement, SiState, StepConfig};
+use engram_si::{end_of_task, OmegaGrad, OptimizerState, PenaltyState, ReluPlacement};
+use engram_tape::cpu::Cpu;
+use engram_tape::{Backend, View, ViewMut};
+
+fn host(be: &Cpu<f32>, buf: &Vec<f32>) -> Vec<f32> {
+    be.download(View::row_of(be, buf)).unwrap()
+}
 
 #[test]
 fn si_state_size_is_three_vectors_at_task_2_and_at_task_50() {
+    let be = Cpu::<f32>::new();
     let n = 10_000;
     let mut r = rng(1);
-    let mut theta = uniform(&mut r, n, -1.0, 1.0);
-    let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
-    let mut si = SiState::new(n);
-    si.begin_task(&theta);
+    let mut theta = be.upload(&uniform(&mut r, n, -1.0, 1.0)).unwrap();
+    let mut si = PenaltyState::new(&be, &theta, true).unwrap();
+    let mut opt = OptimizerState::new(&be, ADAM, n).unwrap();
     let expected = 3 * std::mem::size_of::<f32>() * n;
-    assert_eq!(si.bytes(), expected);
-    let mut g = vec![0.0f32; n];
+    assert_eq!(si.bytes(&be), expected);
+    let mut penalty = be.alloc::<f64>(1).unwrap();
     for task in 1..=50 {
         let target = uniform(&mut r, n, -1.0, 1.0);
-        m.fill(0.0);
-        v.fill(0.0);
-        for t in 1..=5u64 {
-            for i in 0..n {
-                g[i] = theta[i] - target[i];
-            }
-            let cfg = StepConfig { optim: ADAM, c: 0.1, omega: Some(OmegaGrad::Task), t };
-            let p = si.step(&mut theta, &g, &mut m, &mut v, &cfg);
-            assert!(p.is_finite());
+        opt.reset(&be).unwrap();
+        for _ in 1..=5u64 {
+            let th = host(&be, &theta);
+            let g = be.upload(&th.iter().zip(&target).map(|(t, a)| t - a).collect::<Vec<f32>>()).unwrap();
+            let out = ViewMut::new(&mut penalty, 0, 1, 1);
+            opt.step(&be, &mut theta, &g, Some(&mut si), 0.1, Some(OmegaGrad::Task), out).unwrap();
+            assert!(penalty[0].is_finite());
         }
-        si.end_task(&theta, 1e-3, ReluPlacement::Official);
-        assert!(si.omega.iter().all(|&w| w == 0.0), "omega is reset");
-        assert_eq!(si.theta_star, theta, "theta* is the end of the task");
+        si.end_task_si(&be, &theta, 1e-3, ReluPlacement::Official).unwrap();
+        assert!(host(&be, si.omega.as_ref().unwrap()).iter().all(|&w| w == 0.0), "omega is reset");
+        assert_eq!(host(&be, &si.theta_star), host(&be, &theta), "theta* is the end of the task");
         if task == 2 || task == 50 {
-            assert_eq!(si.bytes(), expected, "task {task}");
-            assert_eq!((si.omega.len(), si.big_omega.len(), si.theta_star.len()), (n, n, n));
+            assert_eq!(si.bytes(&be), expected, "task {task}");
         }
     }
-    assert!(si.big_omega.iter().any(|&o| o > 0.0), "importance was accumulated");
+    assert!(host(&be, &si.big_omega).iter().any(|&o| o > 0.0), "importance was accumulated");
+    assert!(si.is_active(&be).unwrap());
 }
 
 #[test]
@@ -61,13 +65,21 @@ fn end_of_task_relu_placements() {
 }
 
 #[test]
-fn begin_task_anchors_theta_star_at_the_initialisation() {
-    let theta = vec![0.5f32, -0.25, 3.0];
-    let mut si = SiState::new(3);
-    si.omega = vec![1.0; 3];
-    si.begin_task(&theta);
-    assert_eq!(si.theta_star, theta);
-    assert_eq!(si.omega, vec![0.0; 3]);
-    assert_eq!(si.big_omega, vec![0.0; 3]);
-    assert_eq!(si.penalty(&[9.0, 9.0, 9.0], 1.0), 0.0, "Omega = 0 before the first consolidation");
+fn a_new_state_is_anchored_at_the_initialisation_with_no_penalty() {
+    let be = Cpu::<f32>::new();
+    let theta = be.upload(&[0.5f32, -0.25, 3.0]).unwrap();
+    let mut si = PenaltyState::new(&be, &theta, true).unwrap();
+    assert_eq!(host(&be, &si.theta_star), vec![0.5, -0.25, 3.0]);
+    assert_eq!(host(&be, si.omega.as_ref().unwrap()), vec![0.0; 3]);
+    assert_eq!(host(&be, &si.big_omega), vec![0.0; 3]);
+    assert!(!si.is_active(&be).unwrap());
+    let far = be.upload(&[9.0f32, 9.0, 9.0]).unwrap();
+    let mut out = be.alloc::<f64>(1).unwrap();
+    si.penalty(&be, &far, 1.0, ViewMut::new(&mut out, 0, 1, 1)).unwrap();
+    assert_eq!(out[0], 0.0, "Omega = 0 before the first consolidation");
+    // begin_task re-anchors and clears omega.
+    si.omega.as_mut().unwrap().fill(1.0);
+    si.begin_task(&be, &far).unwrap();
+    assert_eq!(host(&be, &si.theta_star), vec![9.0; 3]);
+    assert_eq!(host(&be, si.omega.as_ref().unwrap()), vec![0.0; 3]);
 }

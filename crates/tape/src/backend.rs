@@ -1,103 +1,235 @@
-//! The kernel-level contract between the tape and a device.
+//! The contract between the engine and a device.
 //!
-//! The tape ([`crate::Tape`]) knows the calculus; a [`Backend`] knows how to run each kernel on
-//! its memory. Every tensor is a dense, row-major 2-D matrix (`rows x cols`); a scalar is `1 x 1`
-//! and a bias is `1 x cols`. The CPU implementation is [`crate::cpu::Cpu`]; a CUDA implementation
-//! provides the same kernels on device memory.
+//! A [`Backend`] owns memory (flat buffers of any [`Element`]) and runs kernels on windows of it
+//! ([`View`], [`ViewMut`]). The tape ([`crate::Tape`]) knows the calculus; the backend knows how
+//! to run each kernel on its memory. The CPU implementation is [`crate::cpu::Cpu`]; a CUDA
+//! implementation provides the same kernels on device memory (`kernels/*.cu`, `{op}_{dtype}`).
 //!
-//! Kernels are named after the op they serve (`matmul`, `relu_backward`, ...) and take whole
-//! tensors; they never see the tape.
+//! * Everything that can fail on a device (allocation, a launch, a transfer) returns a
+//!   [`Result`]: an error names what failed, never a panic. A shape that does not fit is a
+//!   programming error and panics, as an out-of-range index does.
+//! * Data crosses between host and backend ONLY at [`Backend::upload`], [`Backend::upload_into`]
+//!   and [`Backend::download`] (see [`crate::counting::Counting`], which counts those bytes).
+//! * Kernels write into a caller-provided output window: nothing is allocated behind the
+//!   caller's back, and one buffer can receive the results of many kernels (the gradient of
+//!   every layer in one flat vector). Kernels that can add into their output instead of
+//!   overwriting it take an `accumulate` flag.
+//! * Reductions run in a fixed order: the same inputs give the same bits whatever the number of
+//!   threads (CPU) or blocks (GPU).
 
-use crate::Float;
+use crate::{Element, Float, View, ViewMut};
 use std::fmt::Debug;
 
-/// A device that can run the engine's kernels.
-pub trait Backend: Clone + Send + Sync + 'static {
-    /// Element type.
-    type T: Float;
-    /// A dense row-major `rows x cols` matrix in this backend's memory.
-    type Tensor: Clone + Send + Sync + Debug;
-    /// A vector of class indices (one per row of a batch) in this backend's memory.
-    type Labels: Clone + Send + Sync + Debug;
+/// What went wrong on a backend.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// An allocation did not fit in the device's memory.
+    #[error("out of {device} memory: could not allocate {bytes} bytes ({what})")]
+    OutOfMemory {
+        /// The device.
+        device: String,
+        /// The bytes asked for.
+        bytes: u64,
+        /// What the memory was for.
+        what: String,
+    },
+    /// A kernel failed to run.
+    #[error("{device}: kernel {kernel} failed: {message}")]
+    Kernel {
+        /// The device.
+        device: String,
+        /// The kernel's name (`{op}_{dtype}`).
+        kernel: String,
+        /// The device's message.
+        message: String,
+    },
+    /// A copy between host and device failed.
+    #[error("{device}: transfer failed: {message}")]
+    Transfer {
+        /// The device.
+        device: String,
+        /// The device's message.
+        message: String,
+    },
+    /// The device cannot be used at all (no driver, no library, no such device).
+    #[error("{0}")]
+    Unavailable(String),
+}
 
-    /// Human-readable device name, e.g. `"cpu"`.
+/// The result of a backend call.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// How a gather maps the columns (pixels) of each gathered row.
+pub enum PixelMap<'a, B: Backend> {
+    /// Column `j` of the output is column `j` of the source row.
+    Identity,
+    /// Column `j` of every output row is column `map[j]` of its source row (a permutation).
+    Shared(View<'a, B, u32>),
+    /// Column `j` of output row `r` is column `maps[ids[r]][j]` of its source row (`maps` holds
+    /// one map per row, `ids` one map index per output row).
+    PerRow {
+        /// Which map each output row uses.
+        ids: View<'a, B, u32>,
+        /// The maps, one per row.
+        maps: View<'a, B, u32>,
+    },
+}
+
+impl<B: Backend> Clone for PixelMap<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for PixelMap<'_, B> {}
+
+/// A device that holds buffers and runs the engine's kernels on them.
+pub trait Backend: Clone + Send + Sync + Debug + 'static {
+    /// The element type the kernels compute in.
+    type T: Float;
+    /// A flat buffer of `E` in this backend's memory.
+    type Buffer<E: Element>: Send + Sync + Debug;
+
+    /// Human-readable device name, e.g. `"cpu (2 threads)"`.
     fn name(&self) -> String;
 
-    // ---- creation and transfer -------------------------------------------------------------
+    // ---- memory, and the only points where data crosses between host and backend ----------
 
-    /// A tensor from row-major host data; `data.len()` must be `rows * cols`.
-    #[allow(clippy::wrong_self_convention)]
-    fn from_vec(&self, rows: usize, cols: usize, data: Vec<Self::T>) -> Self::Tensor;
-    /// The tensor's elements, row-major, on the host.
-    fn to_vec(&self, x: &Self::Tensor) -> Vec<Self::T>;
-    /// A tensor filled with `value`.
-    fn full(&self, rows: usize, cols: usize, value: Self::T) -> Self::Tensor;
-    /// `(rows, cols)`.
-    fn shape(&self, x: &Self::Tensor) -> (usize, usize);
-    /// Class indices from the host.
-    fn labels(&self, labels: &[u32]) -> Self::Labels;
-    /// The single element of a `1 x 1` tensor, on the host.
-    fn scalar(&self, x: &Self::Tensor) -> Self::T;
+    /// A zero-filled buffer of `len` elements.
+    fn alloc<E: Element>(&self, len: usize) -> Result<Self::Buffer<E>>;
+    /// Number of elements of `buf`.
+    fn buffer_len<E: Element>(&self, buf: &Self::Buffer<E>) -> usize;
+    /// A buffer holding a copy of `host` (host -> backend).
+    fn upload<E: Element>(&self, host: &[E]) -> Result<Self::Buffer<E>>;
+    /// Copies `host` into `dst` (host -> backend); `dst` holds exactly `host.len()` elements.
+    fn upload_into<E: Element>(&self, host: &[E], dst: ViewMut<'_, Self, E>) -> Result<()>;
+    /// The elements of `src` on the host (backend -> host), row-major.
+    fn download<E: Element>(&self, src: View<'_, Self, E>) -> Result<Vec<E>>;
+    /// Copies `src` into `dst` on the backend (equal numbers of elements).
+    fn copy<E: Element>(&self, src: View<'_, Self, E>, dst: ViewMut<'_, Self, E>) -> Result<()>;
+    /// Sets every element of `dst` to `value`.
+    fn fill<E: Element>(&self, dst: ViewMut<'_, Self, E>, value: E) -> Result<()>;
+    /// Waits until every kernel issued so far has finished (a no-op on the CPU).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
 
-    // ---- linear algebra -----------------------------------------------------------------
+    // ---- linear algebra ---------------------------------------------------------------------
 
-    /// `op(a) @ op(b)` where `op` transposes when the flag is set.
-    fn matmul(&self, a: &Self::Tensor, trans_a: bool, b: &Self::Tensor, trans_b: bool) -> Self::Tensor;
-    /// `x + row` with the `1 x cols` row broadcast over the rows of `x` (bias add).
-    fn add_row(&self, x: &Self::Tensor, row: &Self::Tensor) -> Self::Tensor;
-    /// Column sums: `rows x cols -> 1 x cols` (the bias gradient).
-    fn sum_rows(&self, x: &Self::Tensor) -> Self::Tensor;
+    /// `out (+)= op(a) @ op(b)`, `op` transposing when its flag is set; `out` is overwritten, or
+    /// added to with `accumulate`.
+    fn matmul(
+        &self,
+        a: View<'_, Self>,
+        trans_a: bool,
+        b: View<'_, Self>,
+        trans_b: bool,
+        out: ViewMut<'_, Self>,
+        accumulate: bool,
+    ) -> Result<()>;
+    /// `out = x + row`, the `1 x cols` row broadcast over the rows of `x` (bias add).
+    fn add_row(&self, x: View<'_, Self>, row: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `out (+)= column sums of x`: `rows x cols -> 1 x cols` (the bias gradient), rows in order.
+    fn sum_rows(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, accumulate: bool) -> Result<()>;
 
-    // ---- element-wise ---------------------------------------------------------------------
+    // ---- element-wise -----------------------------------------------------------------------
 
-    /// `a + b`.
-    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
-    /// `a - b`.
-    fn sub(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
-    /// `a * b` element by element.
-    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
-    /// `s * a`.
-    fn scale(&self, a: &Self::Tensor, s: Self::T) -> Self::Tensor;
+    /// `out = a + b`.
+    fn add(&self, a: View<'_, Self>, b: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `out = a - b`.
+    fn sub(&self, a: View<'_, Self>, b: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `out = a * b`, element by element.
+    fn mul(&self, a: View<'_, Self>, b: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `out = s * a`.
+    fn scale(&self, a: View<'_, Self>, s: Self::T, out: ViewMut<'_, Self>) -> Result<()>;
     /// `acc += x` (gradient accumulation).
-    fn accumulate(&self, acc: &mut Self::Tensor, x: &Self::Tensor);
-    /// `|x|`, element by element (for importance statistics; not a tape op).
-    fn abs(&self, x: &Self::Tensor) -> Self::Tensor;
-    /// `max(x, 0)`.
-    fn relu(&self, x: &Self::Tensor) -> Self::Tensor;
-    /// `gy * 1[x > 0]`: the derivative of ReLU is taken as 0 at `x = 0`.
-    fn relu_backward(&self, x: &Self::Tensor, gy: &Self::Tensor) -> Self::Tensor;
+    fn accumulate(&self, acc: ViewMut<'_, Self>, x: View<'_, Self>) -> Result<()>;
+    /// `out = |x|`.
+    fn abs(&self, x: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `out = max(x, 0)`.
+    fn relu(&self, x: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `out = gy * 1[x > 0]`: the derivative of ReLU is taken as 0 at `x = 0`.
+    fn relu_backward(&self, x: View<'_, Self>, gy: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
 
     // ---- reductions (accumulated in f64, in a fixed order) ---------------------------------
 
-    /// Sum of all elements, as a `1 x 1` tensor.
-    fn sum_all(&self, x: &Self::Tensor) -> Self::Tensor;
-    /// A `rows x cols` tensor whose every element is `s * g` for the `1 x 1` tensor `g`
-    /// (the backward of `sum` and `mean`).
-    fn broadcast_scalar(&self, g: &Self::Tensor, rows: usize, cols: usize, s: Self::T) -> Self::Tensor;
+    /// `out (1 x 1) = sum of all elements of x`.
+    fn sum_all(&self, x: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// Every element of `out` set to `s * g` for the `1 x 1` tensor `g` (backward of sum, mean).
+    fn broadcast_scalar(&self, g: View<'_, Self>, s: Self::T, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `acc += x` with `acc` in f64 (importance estimates summed over many batches).
+    fn accumulate_f64(&self, acc: ViewMut<'_, Self, f64>, x: View<'_, Self>) -> Result<()>;
+    /// `out[i] = <rows[i], v>` in f64, for the `k x n` matrix `rows` and the `1 x n` vector `v`
+    /// (`out` is `1 x k`; GEM and A-GEM's constraint checks).
+    fn dots_f64(&self, rows: View<'_, Self>, v: View<'_, Self>, out: ViewMut<'_, Self, f64>) -> Result<()>;
+    /// `out = rows rows'` in f64, for the `k x n` matrix `rows` (`out` is `k x k`; GEM's Gram
+    /// matrix).
+    fn gram_f64(&self, rows: View<'_, Self>, out: ViewMut<'_, Self, f64>) -> Result<()>;
+    /// `g = g + sum_i weights[i] rows[i]`, summed in f64 and rounded once (GEM paper Eq. 13 with
+    /// the dual's solution as weights; A-GEM's projection with one row).
+    fn combine_f64(&self, g: ViewMut<'_, Self>, rows: View<'_, Self>, weights: View<'_, Self, f64>) -> Result<()>;
+    /// `out (1 x 1) = index of the first element of x that is NaN or infinite`, or `u64::MAX`.
+    fn first_non_finite(&self, x: View<'_, Self>, out: ViewMut<'_, Self, u64>) -> Result<()>;
+    /// `out (1 x 1) = number of elements of x that are not 0`.
+    fn count_nonzero(&self, x: View<'_, Self>, out: ViewMut<'_, Self, u64>) -> Result<()>;
 
-    // ---- softmax family -------------------------------------------------------------------
+    // ---- softmax family ---------------------------------------------------------------------
 
-    /// Row-wise `log_softmax(x)`, numerically stable (max subtracted).
-    fn log_softmax(&self, x: &Self::Tensor) -> Self::Tensor;
-    /// Backward of `y = log_softmax(x)`: `gx = gy - softmax(x) * rowsum(gy)`, from `y`.
-    fn log_softmax_backward(&self, y: &Self::Tensor, gy: &Self::Tensor) -> Self::Tensor;
-    /// Fused masked softmax cross-entropy, averaged over rows.
+    /// Row-wise `out = log_softmax(x)`, numerically stable (max subtracted).
+    fn log_softmax(&self, x: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// Backward of `y = log_softmax(x)`: `out = gy - softmax(x) * rowsum(gy)`, from `y`.
+    fn log_softmax_backward(&self, y: View<'_, Self>, gy: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// Fused masked softmax cross-entropy, averaged over rows: `loss (1 x 1)` and the masked
+    /// softmax probabilities `probs` (zero where masked), which the backward reuses.
     ///
-    /// `mask` (`1 x classes`, broadcast, or `rows x classes`) marks the classes a row may predict
-    /// with a non-zero value; masked logits are excluded from the softmax (as if they were
-    /// `-inf`). Returns the `1 x 1` mean loss and the masked softmax probabilities (zero where
-    /// masked), which the backward reuses.
+    /// `mask` (`1 x classes`, broadcast, or `rows x classes`) marks the classes a row may
+    /// predict with a non-zero value; masked logits are excluded from the softmax (as if they
+    /// were `-inf`). `labels` is `1 x rows`.
     fn masked_xent(
         &self,
-        logits: &Self::Tensor,
-        labels: &Self::Labels,
-        mask: Option<&Self::Tensor>,
-    ) -> (Self::Tensor, Self::Tensor);
-    /// Backward of [`Backend::masked_xent`]: `(p - onehot(label)) * gy / rows`, zero where masked.
-    fn masked_xent_backward(&self, probs: &Self::Tensor, labels: &Self::Labels, gy: &Self::Tensor) -> Self::Tensor;
+        logits: View<'_, Self>,
+        labels: View<'_, Self, u32>,
+        mask: Option<View<'_, Self>>,
+        loss: ViewMut<'_, Self>,
+        probs: ViewMut<'_, Self>,
+    ) -> Result<()>;
+    /// Backward of [`Backend::masked_xent`]: `out = (p - onehot(label)) * gy / rows`, zero where
+    /// masked.
+    fn masked_xent_backward(
+        &self,
+        probs: View<'_, Self>,
+        labels: View<'_, Self, u32>,
+        gy: View<'_, Self>,
+        out: ViewMut<'_, Self>,
+    ) -> Result<()>;
 
-    // ---- evaluation -------------------------------------------------------------------------
+    // ---- data -------------------------------------------------------------------------------
 
-    /// Number of rows whose arg-max over the allowed classes equals the label (ties: lowest index).
-    fn count_correct(&self, logits: &Self::Tensor, labels: &Self::Labels, mask: Option<&Self::Tensor>) -> usize;
+    /// `out[r] = src[rows[r]]` (columns mapped by `map`): a batch gathered by index from the
+    /// data held on the backend. `src` is `n x cols`, `rows` is `1 x b`, `out` is `b x cols`.
+    fn gather_rows<E: Element>(
+        &self,
+        src: View<'_, Self, E>,
+        rows: View<'_, Self, u32>,
+        map: PixelMap<'_, Self>,
+        out: ViewMut<'_, Self, E>,
+    ) -> Result<()>;
+    /// `out (1 x 1) = number of rows whose arg-max over the allowed classes equals the label`
+    /// (ties: lowest index).
+    fn count_correct(
+        &self,
+        logits: View<'_, Self>,
+        labels: View<'_, Self, u32>,
+        mask: Option<View<'_, Self>>,
+        out: ViewMut<'_, Self, u32>,
+    ) -> Result<()>;
+}
+
+/// Checks that two shapes agree (a programming error otherwise).
+pub(crate) fn same_shape(op: &str, a: (usize, usize), b: (usize, usize)) {
+    assert_eq!(a, b, "{op}: shape mismatch {a:?} vs {b:?}");
+}
+
+/// Checks that `n` elements fit in `dst`.
+pub(crate) fn same_len(op: &str, n: usize, dst: usize) {
+    assert_eq!(n, dst, "{op}: {n} elements for a destination of {dst}");
 }

@@ -16,14 +16,16 @@
 //! accumulation when a value is used twice, constants and unused parameters getting no gradient,
 //! and ReLU's derivative at exactly 0.
 
-use engram_tape::cpu::Cpu;
-use engram_tape::{Tape, Var};
+mod common;
+
+use common::ArrayTape;
+use engram_tape::Var;
 use ndarray::{array, Array2};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-type Tape64 = Tape<Cpu<f64>>;
+type Tape64 = ArrayTape<f64>;
 
 /// Finite-difference step.
 const H: f64 = 1e-6;
@@ -57,7 +59,7 @@ fn away_from_zero(rng: &mut ChaCha8Rng, rows: usize, cols: usize, min_abs: f64, 
 
 /// Records `inputs` as parameters on a fresh tape and returns the scalar value of `build`.
 fn loss_value(build: &impl Fn(&mut Tape64, &[Var]) -> Var, inputs: &[Array2<f64>]) -> f64 {
-    let mut tape = Tape::new(Cpu::new());
+    let mut tape = ArrayTape::new();
     let vars: Vec<Var> = inputs.iter().map(|x| tape.param(x.clone())).collect();
     let loss = build(&mut tape, &vars);
     let value = tape.value(loss);
@@ -70,7 +72,7 @@ fn loss_value(build: &impl Fn(&mut Tape64, &[Var]) -> Var, inputs: &[Array2<f64>
 /// difference `(L(x + h e) - L(x - h e)) / 2h`, each evaluated on a fresh tape. On failure the
 /// message names the worst element (largest `|analytic - numeric| / tolerance`).
 fn check(build: impl Fn(&mut Tape64, &[Var]) -> Var, inputs: Vec<Array2<f64>>) -> Result<(), TestCaseError> {
-    let mut tape = Tape::new(Cpu::new());
+    let mut tape = ArrayTape::new();
     let vars: Vec<Var> = inputs.iter().map(|x| tape.param(x.clone())).collect();
     let loss = build(&mut tape, &vars);
     prop_assert_eq!(tape.shape(loss), (1, 1), "the loss must be 1x1");
@@ -199,11 +201,11 @@ fn check_masked_xent(rows: usize, classes: usize, kind: MaskKind, seed: u64) -> 
     let w = uniform(&mut r, 1, 1, -2.0, 2.0);
     let build = |t: &mut Tape64, v: &[Var]| {
         let m = mask.as_ref().map(|m| t.constant(m.clone()));
-        let l = t.masked_xent(v[0], labels.clone(), m);
+        let l = t.masked_xent(v[0], &labels, m);
         weighted(t, l, &w)
     };
     if let Some(m) = &mask {
-        let mut tape = Tape::new(Cpu::new());
+        let mut tape = ArrayTape::new();
         let x = tape.param(logits.clone());
         let loss = build(&mut tape, &[x]);
         let grads = tape.backward(loss);
@@ -390,7 +392,7 @@ proptest! {
             let o = t.matmul(h, v[2]);
             let o = t.add_row(o, v[3]);
             let m = mask.as_ref().map(|m| t.constant(m.clone()));
-            let xent = t.masked_xent(o, labels.clone(), m);
+            let xent = t.masked_xent(o, &labels, m);
             let mut penalty: Option<Var> = None;
             for ((&p, star), omega) in v.iter().zip(&anchors).zip(&omegas) {
                 let star = t.constant(star.clone());
@@ -434,36 +436,36 @@ proptest! {
 fn mul_of_a_value_with_itself_accumulates_to_2x() {
     let x = array![[1.5, -2.0, 0.25], [3.0, 0.0, -0.5]];
     let w = array![[1.0, 2.0, -1.0], [0.5, 4.0, 3.0]];
-    let mut tape = Tape::new(Cpu::new());
+    let mut tape = ArrayTape::new();
     let xv = tape.param(x.clone());
     let y = tape.mul(xv, xv);
     let loss = weighted(&mut tape, y, &w);
     let grads = tape.backward(loss);
-    assert_eq!(grads.get(xv).unwrap(), &(2.0 * &x * &w));
+    assert_eq!(grads.get(xv).unwrap(), 2.0 * &x * &w);
     // The intermediate's gradient is dL/dy = W.
-    assert_eq!(grads.get(y).unwrap(), &w);
+    assert_eq!(grads.get(y).unwrap(), w);
 }
 
 /// `y = x + x` via `add(x, x)`, `L = sum(y)`: `dL/dx = 2` everywhere.
 #[test]
 fn add_of_a_value_with_itself_gives_2() {
-    let mut tape = Tape::new(Cpu::new());
+    let mut tape = ArrayTape::new();
     let xv = tape.param(array![[1.0, -3.0], [0.5, 7.0], [0.0, 2.0]]);
     let y = tape.add(xv, xv);
     let loss = tape.sum(y);
     let grads = tape.backward(loss);
-    assert_eq!(grads.get(xv).unwrap(), &Array2::from_elem((3, 2), 2.0));
+    assert_eq!(grads.get(xv).unwrap(), Array2::from_elem((3, 2), 2.0));
 }
 
 /// `y = x - x` gives `dL/dx = G - G = 0` (accumulation of opposite contributions).
 #[test]
 fn sub_of_a_value_from_itself_gives_0() {
-    let mut tape = Tape::new(Cpu::new());
+    let mut tape = ArrayTape::new();
     let xv = tape.param(array![[1.0, -3.0, 2.5]]);
     let y = tape.sub(xv, xv);
     let loss = weighted(&mut tape, y, &array![[2.0, -1.0, 0.5]]);
     let grads = tape.backward(loss);
-    assert_eq!(grads.get(xv).unwrap(), &Array2::zeros((1, 3)));
+    assert_eq!(grads.get(xv).unwrap(), Array2::zeros((1, 3)));
 }
 
 /// For every binary op with one constant operand, the constant gets `None` and the parameter gets
@@ -486,7 +488,7 @@ fn constants_get_no_gradient() {
     ];
     for (name, op, x, y) in cases {
         let run = |x_param: bool, y_param: bool| {
-            let mut t = Tape::new(Cpu::new());
+            let mut t = ArrayTape::new();
             let xv = if x_param { t.param(x.clone()) } else { t.constant(x.clone()) };
             let yv = if y_param { t.param(y.clone()) } else { t.constant(y.clone()) };
             let out = op(&mut t, xv, yv);
@@ -494,7 +496,7 @@ fn constants_get_no_gradient() {
             let w = Array2::from_shape_fn((rows, cols), |(i, j)| (i as f64 + 1.0) * 0.5 - j as f64);
             let loss = weighted(&mut t, out, &w);
             let g = t.backward(loss);
-            (g.get(xv).cloned(), g.get(yv).cloned())
+            (g.get(xv), g.get(yv))
         };
         let (gx_full, gy_full) = run(true, true);
         let (gx, gy) = run(true, false);
@@ -506,7 +508,7 @@ fn constants_get_no_gradient() {
     }
 
     // A chain of constants: nothing along it gets a gradient; the parameter still does.
-    let mut t = Tape::new(Cpu::new());
+    let mut t = ArrayTape::new();
     let c = t.constant(a.clone());
     let c2 = t.square(c);
     let p = t.param(b.clone());
@@ -514,14 +516,14 @@ fn constants_get_no_gradient() {
     let loss = t.sum(y);
     let g = t.backward(loss);
     assert!(g.get(c).is_none() && g.get(c2).is_none());
-    assert_eq!(g.get(p).unwrap(), &(&a * &a));
+    assert_eq!(g.get(p).unwrap(), &a * &a);
 }
 
 /// `Tape::backward` on a graph with a parameter the loss does not use returns `None` for it
 /// (and the used one still gets `dL/dx = 1`).
 #[test]
 fn unused_param_gets_none() {
-    let mut t = Tape::new(Cpu::new());
+    let mut t = ArrayTape::new();
     let used = t.param(array![[1.0, 2.0]]);
     let unused = t.param(array![[3.0], [4.0]]);
     let also_unused = t.relu(unused);
@@ -529,7 +531,7 @@ fn unused_param_gets_none() {
     let grads = t.backward(loss);
     assert!(grads.get(unused).is_none());
     assert!(grads.get(also_unused).is_none());
-    assert_eq!(grads.get(used).unwrap(), &array![[1.0, 1.0]]);
+    assert_eq!(grads.get(used).unwrap(), array![[1.0, 1.0]]);
 }
 
 /// ReLU's derivative is taken as 0 at exactly `x = 0` (and at `-0.0`): with `L = sum(W * relu(x))`,
@@ -538,11 +540,11 @@ fn unused_param_gets_none() {
 fn relu_derivative_at_zero_is_zero() {
     let x = array![[0.0, -0.0, 1.5, -2.0], [0.0, 3.0, 0.0, -1e-300]];
     let w = array![[5.0, -4.0, 3.0, 2.0], [-1.0, 0.5, 7.0, 9.0]];
-    let mut t = Tape::new(Cpu::new());
+    let mut t = ArrayTape::new();
     let xv = t.param(x);
     let y = t.relu(xv);
-    assert_eq!(t.value(y), &array![[0.0, 0.0, 1.5, 0.0], [0.0, 3.0, 0.0, 0.0]]);
+    assert_eq!(t.value(y), array![[0.0, 0.0, 1.5, 0.0], [0.0, 3.0, 0.0, 0.0]]);
     let loss = weighted(&mut t, y, &w);
     let grads = t.backward(loss);
-    assert_eq!(grads.get(xv).unwrap(), &array![[0.0, 0.0, 3.0, 0.0], [0.0, 0.5, 0.0, 0.0]]);
+    assert_eq!(grads.get(xv).unwrap(), array![[0.0, 0.0, 3.0, 0.0], [0.0, 0.5, 0.0, 0.0]]);
 }

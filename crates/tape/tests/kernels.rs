@@ -2,8 +2,10 @@
 //! whatever the number of rayon threads, the stability of the fused masked cross-entropy in
 //! `f32`, and `count_correct`'s mask.
 
-use engram_tape::cpu::{self, Cpu};
-use engram_tape::{Backend, Float, Tape, Var};
+mod common;
+
+use common::{count_correct, log_softmax, matmul, ArrayTape};
+use engram_tape::{cpu::CpuFloat, Float, Var};
 use ndarray::{array, Array2};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -14,12 +16,12 @@ fn rng(seed: u64) -> ChaCha8Rng {
 }
 
 /// A `rows x cols` matrix with elements uniform in `[lo, hi)`.
-fn uniform<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, lo: f64, hi: f64) -> Array2<T> {
+fn uniform<T: CpuFloat>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, lo: f64, hi: f64) -> Array2<T> {
     Array2::from_shape_simple_fn((rows, cols), || T::from_f64_lossy(rng.random_range(lo..hi)))
 }
 
 /// Storage for `op(X)` of shape `rows x cols`: `X` itself is `cols x rows` when transposed.
-fn stored<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, trans: bool) -> Array2<T> {
+fn stored<T: CpuFloat>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, trans: bool) -> Array2<T> {
     if trans {
         uniform(rng, cols, rows, -2.0, 2.0)
     } else {
@@ -29,7 +31,7 @@ fn stored<T: Float>(rng: &mut ChaCha8Rng, rows: usize, cols: usize, trans: bool)
 
 /// Naive `op(A) op(B)` in `f64` (whatever `T` is), and the error scale `sum_p |op(A)[i,p] op(B)[p,j]|`
 /// of each element.
-fn naive<T: Float>(a: &Array2<T>, ta: bool, b: &Array2<T>, tb: bool) -> (Array2<f64>, Array2<f64>) {
+fn naive<T: CpuFloat>(a: &Array2<T>, ta: bool, b: &Array2<T>, tb: bool) -> (Array2<f64>, Array2<f64>) {
     let oa = if ta { a.t().mapv(Float::as_f64) } else { a.mapv(Float::as_f64) };
     let ob = if tb { b.t().mapv(Float::as_f64) } else { b.mapv(Float::as_f64) };
     let (m, k) = oa.dim();
@@ -56,7 +58,7 @@ fn naive<T: Float>(a: &Array2<T>, ta: bool, b: &Array2<T>, tb: bool) -> (Array2<
 
 /// `cpu::matmul` agrees with the naive product: `|C - C_ref| <= rtol * sum_p |a_ip b_pj|` for
 /// every element (the natural scale of a dot product's rounding error).
-fn check_matmul<T: Float>(
+fn check_matmul<T: CpuFloat>(
     m: usize,
     k: usize,
     n: usize,
@@ -68,7 +70,7 @@ fn check_matmul<T: Float>(
     let mut r = rng(seed);
     let a: Array2<T> = stored(&mut r, m, k, ta);
     let b: Array2<T> = stored(&mut r, k, n, tb);
-    let c = cpu::matmul(&a, ta, &b, tb);
+    let c = matmul(&a, ta, &b, tb);
     if c.dim() != (m, n) {
         return Err(format!("shape {:?}, expected {:?}", c.dim(), (m, n)));
     }
@@ -131,12 +133,12 @@ fn matmul_degenerate_shapes() {
         for (m, n) in [(3, 4), (1, 1), (0, 5), (5, 0)] {
             let a = if ta { Array2::<f64>::zeros((0, m)) } else { Array2::zeros((m, 0)) };
             let b = if tb { Array2::<f64>::zeros((n, 0)) } else { Array2::zeros((0, n)) };
-            assert_eq!(cpu::matmul(&a, ta, &b, tb), Array2::zeros((m, n)), "k = 0, {m}x{n}, trans {ta} {tb}");
+            assert_eq!(matmul(&a, ta, &b, tb), Array2::zeros((m, n)), "k = 0, {m}x{n}, trans {ta} {tb}");
         }
         let mut r = rng(5);
         let a: Array2<f64> = stored(&mut r, 0, 3, ta);
         let b: Array2<f64> = stored(&mut r, 3, 4, tb);
-        assert_eq!(cpu::matmul(&a, ta, &b, tb).dim(), (0, 4));
+        assert_eq!(matmul(&a, ta, &b, tb).dim(), (0, 4));
     }
 }
 
@@ -147,8 +149,8 @@ fn matmul_accepts_non_standard_layout() {
     let a: Array2<f64> = uniform(&mut r, 20, 30, -2.0, 2.0);
     let b: Array2<f64> = uniform(&mut r, 20, 10, -2.0, 2.0);
     let at = a.t().to_owned(); // 30 x 20, possibly column-major
-    let c1 = cpu::matmul(&at, false, &b, false);
-    let c2 = cpu::matmul(&a, true, &b, false);
+    let c1 = matmul(&at, false, &b, false);
+    let c2 = matmul(&a, true, &b, false);
     assert_eq!(c1.dim(), (30, 10));
     let (c_ref, scale) = naive(&a, true, &b, false);
     for ((&x, &y), (&want, &s)) in c1.iter().zip(&c2).zip(c_ref.iter().zip(&scale)) {
@@ -170,14 +172,14 @@ fn bits<T: Float>(x: &Array2<T>) -> Vec<u64> {
 /// and 3-thread pools, for all four transpose combinations.
 #[test]
 fn matmul_is_bit_identical_across_thread_counts() {
-    fn run<T: Float>() {
+    fn run<T: CpuFloat>() {
         let mut r = rng(8);
         for (ta, tb) in TRANS {
             let a: Array2<T> = stored(&mut r, 300, 500, ta);
             let b: Array2<T> = stored(&mut r, 500, 200, tb);
-            let reference = bits(&pool(1).install(|| cpu::matmul(&a, ta, &b, tb)));
+            let reference = bits(&pool(1).install(|| matmul(&a, ta, &b, tb)));
             for threads in [2, 3] {
-                let c = pool(threads).install(|| cpu::matmul(&a, ta, &b, tb));
+                let c = pool(threads).install(|| matmul(&a, ta, &b, tb));
                 assert!(bits(&c) == reference, "matmul_{} trans {ta} {tb}: {threads} threads differ", T::NAME);
             }
         }
@@ -189,8 +191,7 @@ fn matmul_is_bit_identical_across_thread_counts() {
 /// Loss and every gradient (parameters and intermediates) of a 2-layer MLP step with the
 /// quadratic penalty, in `f32`.
 fn mlp_step(x: &Array2<f32>, labels: &[u32], mask: &Array2<f32>, params: &[Array2<f32>]) -> Vec<Vec<u64>> {
-    let be = Cpu::<f32>::new();
-    let mut t = Tape::new(be);
+    let mut t = ArrayTape::<f32>::new();
     let p: Vec<Var> = params.iter().map(|w| t.param(w.clone())).collect();
     let xv = t.constant(x.clone());
     let h = t.matmul(xv, p[0]);
@@ -199,7 +200,7 @@ fn mlp_step(x: &Array2<f32>, labels: &[u32], mask: &Array2<f32>, params: &[Array
     let o = t.matmul(h, p[2]);
     let o = t.add_row(o, p[3]);
     let m = t.constant(mask.clone());
-    let xent = t.masked_xent(o, be.labels(labels), Some(m));
+    let xent = t.masked_xent(o, labels, Some(m));
     let star = t.constant(params[0].mapv(|v| 0.5 * v));
     let omega = t.constant(params[0].mapv(f32::abs));
     let d = t.sub(p[0], star);
@@ -212,9 +213,9 @@ fn mlp_step(x: &Array2<f32>, labels: &[u32], mask: &Array2<f32>, params: &[Array
     let aux = t.mean(logp);
     let total = t.add(loss, aux);
     let grads = t.backward(total);
-    let mut out = vec![bits(t.value(total))];
+    let mut out = vec![bits(&t.value(total))];
     for v in p.iter().chain([&h, &o, &d2]) {
-        out.push(bits(grads.get(*v).expect("gradient")));
+        out.push(bits(&grads.get(*v).expect("gradient")));
     }
     out
 }
@@ -259,13 +260,12 @@ fn xent_ref(logits: &Array2<f32>, labels: &[u32], mask: Option<&Array2<f32>>) ->
 
 /// Runs the fused op through the tape in `f32`; returns the loss and `dL/dlogits`.
 fn xent_f32(logits: &Array2<f32>, labels: &[u32], mask: Option<&Array2<f32>>) -> (f32, Array2<f32>) {
-    let be = Cpu::<f32>::new();
-    let mut t = Tape::new(be);
+    let mut t = ArrayTape::<f32>::new();
     let x = t.param(logits.clone());
     let m = mask.map(|m| t.constant(m.clone()));
-    let loss = t.masked_xent(x, be.labels(labels), m);
+    let loss = t.masked_xent(x, labels, m);
     let grads = t.backward(loss);
-    (be.scalar(t.value(loss)), grads.get(x).unwrap().clone())
+    (t.value(loss)[[0, 0]], grads.get(x).unwrap())
 }
 
 /// `masked_xent_f32` stays finite for logits of magnitude up to `1e4` (no mask, a broadcast mask
@@ -323,9 +323,8 @@ fn masked_xent_ignores_huge_masked_logits() {
 /// `log_softmax_f32` stays finite for logits of magnitude `1e4`.
 #[test]
 fn log_softmax_f32_is_stable_for_large_logits() {
-    let be = Cpu::<f32>::new();
     let x = array![[1e4f32, -1e4, 0.0], [1e4, 1e4, 1e4]];
-    let y = be.log_softmax(&x);
+    let y = log_softmax(&x);
     assert!(y.iter().all(|v| v.is_finite()));
     assert_eq!(y[[0, 0]], 0.0);
     // `x - lse` with `lse = 1e4 + ln 3` rounded to f32 (ulp 2^-10 near 1e4): within one ulp.
@@ -354,21 +353,20 @@ fn count_ref(logits: &Array2<f32>, labels: &[u32], mask: Option<&Array2<f32>>) -
 /// logit never wins, a label outside the mask is never counted, and ties go to the lowest index.
 #[test]
 fn count_correct_respects_the_mask() {
-    let be = Cpu::<f32>::new();
     let logits = array![[9.0f32, 1.0, 2.0, 0.0], [0.0, 5.0, 5.0, 9.0], [3.0, 3.0, 1.0, 0.0]];
-    let labels = be.labels(&[2, 1, 0]);
+    let labels = [2, 1, 0];
     // Unmasked, only row 2 (tie 0/1 -> 0) is right.
-    assert_eq!(be.count_correct(&logits, &labels, None), 1);
+    assert_eq!(count_correct(&logits, &labels, None), 1);
     // Classes 1..=2 only: row 0 -> 2 (right), row 1 tie 1/2 -> 1 (right), row 2 -> 1 (wrong).
     let bmask = array![[0.0f32, 1.0, 1.0, 0.0]];
-    assert_eq!(be.count_correct(&logits, &labels, Some(&bmask)), 2);
+    assert_eq!(count_correct(&logits, &labels, Some(&bmask)), 2);
     // Per-row: row 0 allows {0, 2} -> 0 (wrong); row 1 allows {1, 3} -> 3 (wrong);
     // row 2 allows {1, 2} -> 1, and its label 0 is outside the mask (wrong).
     let rmask = array![[1.0f32, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]];
-    assert_eq!(be.count_correct(&logits, &labels, Some(&rmask)), 0);
+    assert_eq!(count_correct(&logits, &labels, Some(&rmask)), 0);
     // Per-row: row 0 allows {1, 2} -> 2; row 1 allows {1} -> 1; row 2 allows {0, 1} -> 0.
     let rmask = array![[0.0f32, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]];
-    assert_eq!(be.count_correct(&logits, &labels, Some(&rmask)), 3);
+    assert_eq!(count_correct(&logits, &labels, Some(&rmask)), 3);
 }
 
 proptest! {
@@ -379,14 +377,13 @@ proptest! {
     #[test]
     fn count_correct_matches_naive(rows in 1usize..=16, classes in 1usize..=8, kind in 0u8..3, seed in any::<u64>()) {
         let mut r = rng(seed);
-        let be = Cpu::<f32>::new();
         let logits = Array2::from_shape_simple_fn((rows, classes), || r.random_range(-3i32..=3) as f32);
         let labels: Vec<u32> = (0..rows).map(|_| r.random_range(0..classes as u32)).collect();
         let mask_rows = match kind { 0 => 0, 1 => 1, _ => rows };
         let mask = (kind > 0).then(|| {
             Array2::from_shape_simple_fn((mask_rows, classes), || if r.random_bool(0.6) { 1.0f32 } else { 0.0 })
         });
-        let got = be.count_correct(&logits, &be.labels(&labels), mask.as_ref());
-        prop_assert_eq!(got, count_ref(&logits, &labels, mask.as_ref()));
+        let got = count_correct(&logits, &labels, mask.as_ref());
+        prop_assert_eq!(got as usize, count_ref(&logits, &labels, mask.as_ref()));
     }
 }

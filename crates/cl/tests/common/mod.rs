@@ -1,12 +1,15 @@
 //! Shared helpers of the engram-cl integration tests: small fake MNIST-like splits and configs.
 #![allow(dead_code)]
 
-use engram_cl::importance::FisherKind;
-use engram_cl::runner::RunConfig;
+use engram_cl::config::{InitChoice, RunConfig};
+use engram_cl::methods::importance::FisherKind;
+use engram_cl::methods::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
+use engram_cl::run::{Event, RunResult};
 use engram_cl::scenario::{LabelMap, Scenario, ScenarioKind, Setting, Task, Transform, View};
-use engram_cl::strategy::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
+use engram_cl::state::RunError;
 use engram_mnist::Split;
-use engram_nn::OptimizerKind;
+use engram_nn::Cpu;
+use engram_si::Optimizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -87,13 +90,13 @@ pub fn cfg(method: Method) -> RunConfig {
         c: if method == Method::Ewc { 50.0 } else { 1.0 },
         strength: if method == Method::Ewc { 100.0 } else { 1.0 },
         xi: 1e-3,
-        optimizer: OptimizerKind::adam(1e-3),
+        optimizer: Optimizer::adam(1e-3),
         epochs: 2,
         batch: 16,
         hidden: 16,
         layers: 1,
         zero_output: false,
-        init: engram_cl::protocol::InitChoice::KaimingUniform,
+        init: InitChoice::KaimingUniform,
         reset_optimizer: true,
         si_grad: SiGrad::Task,
         si_relu: SiRelu::Official,
@@ -119,4 +122,14 @@ pub fn max_rel(a: &[f32], b: &[f64], abs_floor: f64) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let floor = abs_floor * scale + 1e-30;
     a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs() / (y.abs() + floor)).fold(0.0, f64::max)
+}
+
+/// The CPU backend the tests run on.
+pub fn cpu() -> Cpu<f32> {
+    Cpu::new()
+}
+
+/// A whole run on the CPU.
+pub fn run(sc: &Scenario, cfg: &RunConfig, on_event: impl FnMut(Event)) -> Result<RunResult, RunError> {
+    engram_cl::run::run(&cpu(), sc, cfg, on_event)
 }

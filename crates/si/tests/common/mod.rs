@@ -1,7 +1,7 @@
 //! Shared helpers of the engram-si integration tests.
 #![allow(dead_code)]
 
-use engram_si::{OmegaGrad, Optim, ReluPlacement};
+use engram_si::{OmegaGrad, Optimizer, ReluPlacement};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -13,17 +13,17 @@ pub fn uniform(r: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..n).map(|_| r.random_range(lo..hi)).collect()
 }
 
-pub const ADAM: Optim = Optim::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
-pub const SGD: Optim = Optim::Sgd { lr: 1e-2 };
+pub const ADAM: Optimizer = Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+pub const SGD: Optimizer = Optimizer::Sgd { lr: 1e-2 };
 
 /// Every flag combination: optimizer x penalty on/off x omega (off, task, total) x relu placement.
-pub fn all_combinations() -> Vec<(Optim, f32, Option<OmegaGrad>, ReluPlacement)> {
+pub fn all_combinations() -> Vec<(Optimizer, f32, Option<OmegaGrad>, ReluPlacement)> {
     let mut out = Vec::new();
-    for optim in [SGD, ADAM] {
+    for optimizer in [SGD, ADAM] {
         for c in [0.0, 0.5] {
             for omega in [None, Some(OmegaGrad::Task), Some(OmegaGrad::Total)] {
                 for relu in [ReluPlacement::None, ReluPlacement::PerTaskTerm, ReluPlacement::Accumulated] {
-                    out.push((optim, c, omega, relu));
+                    out.push((optimizer, c, omega, relu));
                 }
             }
         }

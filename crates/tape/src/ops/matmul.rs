@@ -1,18 +1,25 @@
 //! `y = a @ b` (`m x k` times `k x n`).
-use crate::Backend;
+use super::Sink;
+use crate::backend::Result;
+use crate::{Backend, View, ViewMut};
 
 /// `y = a b`.
-pub(crate) fn forward<B: Backend>(be: &B, a: &B::Tensor, b: &B::Tensor) -> B::Tensor {
-    be.matmul(a, false, b, false)
+pub(crate) fn forward<B: Backend>(be: &B, a: View<'_, B>, b: View<'_, B>, y: ViewMut<'_, B>) -> Result<()> {
+    be.matmul(a, false, b, false, y, false)
 }
 
-/// `dL/da = gy b^T`, `dL/db = a^T gy`.
+/// `dL/da = gy b^T` (`which == 0`), `dL/db = a^T gy` (`which == 1`).
 pub(crate) fn backward<B: Backend>(
     be: &B,
-    a: &B::Tensor,
-    b: &B::Tensor,
-    gy: &B::Tensor,
-    need: [bool; 2],
-) -> [Option<B::Tensor>; 2] {
-    [need[0].then(|| be.matmul(gy, false, b, true)), need[1].then(|| be.matmul(a, true, gy, false))]
+    a: View<'_, B>,
+    b: View<'_, B>,
+    gy: View<'_, B>,
+    which: usize,
+    sink: Sink<'_, B>,
+) -> Result<()> {
+    if which == 0 {
+        be.matmul(gy, false, b, true, sink.out, sink.accumulate)
+    } else {
+        be.matmul(a, true, gy, false, sink.out, sink.accumulate)
+    }
 }

@@ -1,12 +1,56 @@
-//! strategy::Penalty: the consolidation rules of L2, EWC (separate and online) and MAS, and the
-//! state size of every method.
+//! The quadratic penalty's state (engram_si::PenaltyState, on the CPU backend): the
+//! consolidation rules of L2, EWC (separate and online) and MAS, and the state size of every
+//! method in a run.
 
 mod common;
 
-use common::rng;
-use engram_cl::strategy::{EwcMode, Method, Penalty};
+use common::{cfg, cpu, rng, run, split_scenario};
+use engram_cl::config::RunConfig;
+use engram_cl::methods::{EwcMode, Method};
+use engram_nn::{Backend, Cpu, View};
+use engram_si::{Consolidation, PenaltyState};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+/// The penalty state of a quadratic method on the CPU, read back as host vectors.
+struct Penalty {
+    state: PenaltyState<Cpu<f32>>,
+    big_omega: Vec<f32>,
+    theta_star: Vec<f32>,
+}
+
+impl Penalty {
+    fn new(method: Method, theta0: &[f32]) -> Self {
+        let be = cpu();
+        let theta = be.upload(theta0).unwrap();
+        let state = PenaltyState::new(&be, &theta, method == Method::Si).unwrap();
+        let mut p = Self { state, big_omega: vec![], theta_star: vec![] };
+        p.sync();
+        p
+    }
+
+    fn sync(&mut self) {
+        let be = cpu();
+        self.big_omega = be.download(View::row_of(&be, &self.state.big_omega)).unwrap();
+        self.theta_star = be.download(View::row_of(&be, &self.state.theta_star)).unwrap();
+    }
+
+    /// Folds `new` (the importance at `theta`) in as `method` does.
+    fn consolidate(&mut self, method: Method, theta: &[f32], new: Option<&[f32]>, mode: EwcMode, gamma: f32) {
+        let rule = match (method, mode) {
+            (Method::L2, _) => Consolidation::L2,
+            (Method::Ewc, EwcMode::Separate) => Consolidation::EwcSeparate,
+            (Method::Ewc, EwcMode::Online) => Consolidation::EwcOnline { gamma },
+            (Method::Mas, _) => Consolidation::Mas,
+            (m, _) => panic!("{m:?} has no consolidation rule"),
+        };
+        let be = cpu();
+        let theta = be.upload(theta).unwrap();
+        let new = new.map(|n| be.upload(n).unwrap());
+        self.state.consolidate(&be, rule, &theta, new.as_ref()).unwrap();
+        self.sync();
+    }
+}
 
 const N: usize = 257;
 
@@ -27,7 +71,7 @@ fn l2_sets_unit_omega_and_anchor() {
     let mut p = Penalty::new(Method::L2, &theta0);
     assert!(p.big_omega.iter().all(|&o| o == 0.0));
     assert_eq!(p.theta_star, theta0);
-    assert!(p.omega.is_empty());
+    assert!(p.state.omega.is_none());
     for _ in 0..3 {
         let theta = uniform(&mut r, -1.0, 1.0);
         p.consolidate(Method::L2, &theta, None, EwcMode::Separate, 0.5);
@@ -108,43 +152,21 @@ fn mas_accumulates() {
     }
 }
 
-/// SI, fine-tuning and joint training: consolidate is a no-op (SI's end of task lives in engram-si).
+/// A run keeps, besides the model and the optimizer: Omega and theta* for L2, EWC and MAS, and
+/// omega too for SI (the same vectors whatever the number of tasks: 2 and 5 tasks here); nothing
+/// for fine-tuning and joint training.
 #[test]
-fn consolidate_is_a_no_op_for_si_finetune_joint() {
-    let mut r = rng(7);
-    let theta0 = uniform(&mut r, -1.0, 1.0);
-    for m in [Method::Si, Method::Finetune, Method::Joint] {
-        let mut p = Penalty::new(m, &theta0);
-        let before = (p.big_omega.clone(), p.theta_star.clone(), p.omega.clone());
-        p.consolidate(m, &uniform(&mut r, -1.0, 1.0), None, EwcMode::Separate, 1.0);
-        assert_eq!((p.big_omega, p.theta_star, p.omega), before, "{m:?}");
-    }
-}
-
-/// State size: 3 vectors for SI, 2 for L2/EWC/MAS, none for fine-tuning/joint, whatever the
-/// number of consolidations (50 here).
-#[test]
-fn state_bytes_fixed_and_independent_of_task_count() {
-    let mut r = rng(8);
-    let theta0 = uniform(&mut r, -1.0, 1.0);
-    let cases = [
-        (Method::Si, EwcMode::Separate, 12 * N),
-        (Method::L2, EwcMode::Separate, 8 * N),
-        (Method::Ewc, EwcMode::Separate, 8 * N),
-        (Method::Ewc, EwcMode::Online, 8 * N),
-        (Method::Mas, EwcMode::Separate, 8 * N),
-        (Method::Finetune, EwcMode::Separate, 0),
-        (Method::Joint, EwcMode::Separate, 0),
-    ];
-    for (m, mode, bytes) in cases {
-        let mut p = Penalty::new(m, &theta0);
-        assert_eq!(p.bytes(), bytes, "{m:?} {mode:?}");
-        for _ in 0..50 {
-            let (f, th) = (fisher_like(&mut r), uniform(&mut r, -1.0, 1.0));
-            let new = matches!(m, Method::Ewc | Method::Mas).then_some(&f[..]);
-            p.consolidate(m, &th, new, mode, 0.9);
+fn state_sizes_by_method() {
+    for m in [Method::Finetune, Method::Joint, Method::L2, Method::Ewc, Method::Mas, Method::Si] {
+        let vectors = match m {
+            Method::Si => 3,
+            Method::L2 | Method::Ewc | Method::Mas => 2,
+            _ => 0,
+        };
+        for tasks in [2, 5] {
+            let c = RunConfig { epochs: 1, ..cfg(m) };
+            let res = run(&split_scenario(tasks, 40, 20), &c, |_| {}).unwrap();
+            assert_eq!(res.strategy_state_bytes, 4 * vectors * res.num_params, "{m:?}, {tasks} tasks");
         }
-        assert_eq!(p.bytes(), bytes, "{m:?} {mode:?} after 50 consolidations");
-        assert!(p.big_omega.iter().chain(&p.theta_star).all(|v| v.is_finite()));
     }
 }

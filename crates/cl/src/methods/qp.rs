@@ -41,6 +41,7 @@
 //! (all give the same `z = G'v + g`). The final free set is polished by one step of iterative
 //! refinement, and the KKT conditions are checked before the answer is returned.
 
+use engram_tape::cpu::{dot_f64, gram_f64};
 use std::fmt;
 
 /// The ridge the official GEM code adds to the diagonal of `G G'` (`eps = 1e-3` in
@@ -386,135 +387,6 @@ pub fn gem_dual(g_mem: &[f32], k: usize, g: &[f32], reg: f64) -> (Vec<f64>, Vec<
         b[i] = dot_f64(&g_mem[i * p..(i + 1) * p], g);
     }
     (a, b)
-}
-
-/// `sum_i x_i y_i` with each `f32` product formed exactly and summed in `f64`.
-pub fn dot_f64(x: &[f32], y: &[f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { dot_f64_avx2(x, y) };
-        }
-    }
-    dot_f64_portable(x, y)
-}
-
-/// `sum_i x_i y_i` in `f64` (eight independent accumulators, vectorised with AVX2 and FMA
-/// when the CPU has them).
-fn dot_f64_f64(x: &[f64], y: &[f64]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { dot_f64_f64_avx2(x, y) };
-        }
-    }
-    dot_f64_f64_portable(x, y)
-}
-
-#[inline(always)]
-fn dot_f64_f64_portable(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &y[..n]);
-    let mut acc = [0f64; 16];
-    let mut xc = x.chunks_exact(16);
-    let mut yc = y.chunks_exact(16);
-    for (xs, ys) in (&mut xc).zip(&mut yc) {
-        for l in 0..16 {
-            acc[l] += xs[l] * ys[l];
-        }
-    }
-    let mut s: f64 = acc.iter().sum();
-    for (a, b) in xc.remainder().iter().zip(yc.remainder()) {
-        s += a * b;
-    }
-    s
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_f64_f64_avx2(x: &[f64], y: &[f64]) -> f64 {
-    dot_f64_f64_portable(x, y)
-}
-
-#[inline(always)]
-fn dot_f64_portable(x: &[f32], y: &[f32]) -> f64 {
-    let mut acc = [0f64; 8];
-    let n = x.len().min(y.len());
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let xs = &x[c * 8..c * 8 + 8];
-        let ys = &y[c * 8..c * 8 + 8];
-        for l in 0..8 {
-            acc[l] += xs[l] as f64 * ys[l] as f64;
-        }
-    }
-    let mut s: f64 = acc.iter().sum();
-    for i in chunks * 8..n {
-        s += x[i] as f64 * y[i] as f64;
-    }
-    s
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_f64_avx2(x: &[f32], y: &[f32]) -> f64 {
-    dot_f64_portable(x, y)
-}
-
-/// Columns of a tile in [`gram_f64`] and [`crate::gem::gem_combine`]: `k` rows of a tile stay in
-/// cache while every pair is formed (the rows themselves, 350 KiB each for the GEM network, do
-/// not).
-pub const TILE: usize = 1024;
-
-/// The Gram matrix `G G'` of `k` rows of length `p` (row-major), in `f64`, into `out`
-/// (`k x k`). The columns are swept in tiles that stay in cache; groups of tiles (their number
-/// fixed by `p`, not by the thread count) run on rayon threads and their partial sums are added
-/// in order, so the result never depends on the number of threads.
-pub fn gram_f64(g: &[f32], k: usize, p: usize, out: &mut [f64]) {
-    use rayon::prelude::*;
-    assert_eq!(out.len(), k * k);
-    assert_eq!(g.len(), k * p);
-    let ntiles = p.div_ceil(TILE).max(1);
-    let groups = ntiles.min(if k * k * p >= 1 << 20 { 8 } else { 1 });
-    let per = ntiles.div_ceil(groups);
-    // Each tile is widened to f64 once (f32 products are exact in f64), then every pair of its
-    // rows is dotted in f64 while the tile sits in cache.
-    let partial = |gi: usize| {
-        let mut acc = vec![0f64; k * k];
-        let mut tile = vec![0f64; k * TILE];
-        for t in gi * per..((gi + 1) * per).min(ntiles) {
-            let (c0, c1) = (t * TILE, ((t + 1) * TILE).min(p));
-            let w = c1 - c0;
-            for i in 0..k {
-                for (d, &x) in tile[i * w..(i + 1) * w].iter_mut().zip(&g[i * p + c0..i * p + c1]) {
-                    *d = x as f64;
-                }
-            }
-            for i in 0..k {
-                let ti = &tile[i * w..(i + 1) * w];
-                for j in 0..=i {
-                    acc[i * k + j] += dot_f64_f64(ti, &tile[j * w..(j + 1) * w]);
-                }
-            }
-        }
-        acc
-    };
-    let parts: Vec<Vec<f64>> =
-        if groups > 1 { (0..groups).into_par_iter().map(partial).collect() } else { vec![partial(0)] };
-    out.fill(0.0);
-    for part in &parts {
-        for (o, v) in out.iter_mut().zip(part) {
-            *o += v;
-        }
-    }
-    // Symmetrise exactly (the two triangles are summed in the same order, but keep one).
-    for i in 0..k {
-        for j in 0..i {
-            out[j * k + i] = out[i * k + j];
-        }
-    }
 }
 
 /// Solves GEM's dual for `g_mem` and `g` (see [`gem_dual`]) with margin `gamma` and ridge `reg`,

@@ -1,78 +1,11 @@
-//! Figures, as PNG or SVG (chosen by the file name's extension), drawn with `plotters`.
-//!
-//! * [`plot_runs`]: the SI paper's Split MNIST figure for one or more runs: one panel per task
-//!   with its accuracy after each training task (every run overlaid), the average-accuracy
-//!   curve, and each run's accuracy matrix `R` as an annotated heatmap.
-//! * [`plot_sweep`]: a sweep's ACC (mean over seeds, min-max band, each seed a dot) against a
-//!   swept hyperparameter, on a log axis when the values are positive numbers.
-//!
-//! Text is rendered with the DejaVu Sans subset embedded from `assets/fonts` (through plotters'
-//! `ab_glyph` feature), so drawing needs no system font library. Runs are read from the JSON
-//! that `engram run --out` writes ([`RunCurves::from_json`]).
+//! The runs figure: one panel per task with its accuracy after each training task (every run
+//! overlaid), the average-accuracy curve, and each run's R as an annotated heatmap.
 
+use crate::*;
 use plotters::coord::Shift;
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::{HPos, VPos};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::Once;
-
-/// DejaVu Sans, cut down to Latin, Greek and a few signs (see `assets/fonts/LICENSE-DejaVu.txt`).
-static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans-subset.ttf");
-const FAMILY: &str = "sans-serif";
-
-fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The font is a fixed, tested asset; should it ever fail to parse, drawing text reports
-        // "font unavailable" as an ordinary error.
-        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
-    });
-}
-
-/// A figure that could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum PlotError {
-    /// The input (a run's JSON) does not hold what a figure needs.
-    #[error("{source_name}: {msg}")]
-    Input {
-        /// Where the input came from (a file name).
-        source_name: String,
-        /// What is wrong.
-        msg: String,
-    },
-    /// The file name does not end in `.png` or `.svg`.
-    #[error("cannot tell the figure format of {0}: the file name must end in .png or .svg")]
-    Format(String),
-    /// Drawing or writing failed.
-    #[error("cannot draw {path}: {msg}")]
-    Draw {
-        /// The figure file.
-        path: String,
-        /// The backend's message.
-        msg: String,
-    },
-}
-
-/// Image format of a figure file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// PNG (bitmap).
-    Png,
-    /// SVG (vector).
-    Svg,
-}
-
-impl Format {
-    /// The format named by `path`'s extension (case-insensitive).
-    pub fn of(path: &Path) -> Result<Format, PlotError> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-            Some("png") => Ok(Format::Png),
-            Some("svg") => Ok(Format::Svg),
-            _ => Err(PlotError::Format(path.display().to_string())),
-        }
-    }
-}
 
 /// What [`plot_runs`] needs of one run.
 #[derive(Clone, Debug, PartialEq)]
@@ -288,29 +221,11 @@ pub fn label_runs(runs: &[RunCurves]) -> Vec<String> {
         .collect()
 }
 
-/// Colours of overlaid runs (Tableau 10).
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
-
-fn colour(i: usize) -> RGBColor {
-    PALETTE[i % PALETTE.len()]
-}
-
 // Layout of the runs figure, in pixels.
 const MARGIN: u32 = 16;
 const TITLE_H: u32 = 36;
 const LEGEND_LINE_H: u32 = 22;
-const PANEL_W: u32 = 250;
+pub(crate) const PANEL_W: u32 = 250;
 const PANEL_H: u32 = 240;
 const MAX_PANEL_COLS: u32 = 6;
 const HEAT_LABEL_W: u32 = 70;
@@ -349,14 +264,6 @@ pub fn runs_figure_size(tasks: usize, runs: usize) -> (u32, u32) {
     (width, height)
 }
 
-fn draw_err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
-    move |msg| PlotError::Draw { path: path.display().to_string(), msg }
-}
-
-fn s<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
-}
-
 /// Draws the runs figure into `path` (`.png` or `.svg`). Every run must have the same number of
 /// tasks; the first run's task names label the panels.
 pub fn plot_runs(runs: &[RunCurves], path: &Path) -> Result<(), PlotError> {
@@ -381,18 +288,14 @@ pub fn plot_runs(runs: &[RunCurves], path: &Path) -> Result<(), PlotError> {
     let result = match format {
         Format::Png => {
             let root = BitMapBackend::new(path, size).into_drawing_area();
-            draw_runs(&root, runs, &labels, size).and_then(|_| root.present().map_err(s))
+            draw_runs(&root, runs, &labels, size).and_then(|_| root.present().map_err(to_text))
         }
         Format::Svg => {
             let root = SVGBackend::new(path, size).into_drawing_area();
-            draw_runs(&root, runs, &labels, size).and_then(|_| root.present().map_err(s))
+            draw_runs(&root, runs, &labels, size).and_then(|_| root.present().map_err(to_text))
         }
     };
     result.map_err(draw_err(path))
-}
-
-fn text_style(size: f64, colour: RGBColor, h: HPos, v: VPos) -> TextStyle<'static> {
-    TextStyle { font: (FAMILY, size).into_font(), color: colour.to_backend_color(), pos: Pos::new(h, v) }
 }
 
 fn draw_runs<DB: DrawingBackend>(
@@ -401,7 +304,7 @@ fn draw_runs<DB: DrawingBackend>(
     labels: &[String],
     size: (u32, u32),
 ) -> Result<(), String> {
-    root.fill(&WHITE).map_err(s)?;
+    root.fill(&WHITE).map_err(to_text)?;
     let first = &runs[0];
     let t = first.tasks();
     let eval = if runs.iter().all(|r| r.eval == "validation") { "validation" } else { "test" };
@@ -416,7 +319,7 @@ fn draw_runs<DB: DrawingBackend>(
         (MARGIN as i32, (MARGIN + TITLE_H / 2) as i32),
         text_style(22.0, BLACK, HPos::Left, VPos::Center),
     ))
-    .map_err(s)?;
+    .map_err(to_text)?;
 
     // Legend: one line per run.
     let mut y = MARGIN + TITLE_H;
@@ -424,10 +327,10 @@ fn draw_runs<DB: DrawingBackend>(
         let c = colour(i);
         let yc = (y + LEGEND_LINE_H / 2) as i32;
         let x0 = MARGIN as i32 + 4;
-        root.draw(&PathElement::new(vec![(x0, yc), (x0 + 30, yc)], c.stroke_width(3))).map_err(s)?;
-        root.draw(&Circle::new((x0 + 15, yc), 4, c.filled())).map_err(s)?;
+        root.draw(&PathElement::new(vec![(x0, yc), (x0 + 30, yc)], c.stroke_width(3))).map_err(to_text)?;
+        root.draw(&Circle::new((x0 + 15, yc), 4, c.filled())).map_err(to_text)?;
         root.draw(&Text::new(label.clone(), (x0 + 40, yc), text_style(15.0, BLACK, HPos::Left, VPos::Center)))
-            .map_err(s)?;
+            .map_err(to_text)?;
         y += LEGEND_LINE_H;
     }
     y += 8;
@@ -460,7 +363,7 @@ fn draw_runs<DB: DrawingBackend>(
             .x_label_area_size(36)
             .y_label_area_size(if col == 0 { 52 } else { 36 })
             .build_cartesian_2d(0.5f64..(t as f64 + 0.5), ylo..yhi)
-            .map_err(s)?;
+            .map_err(to_text)?;
         let fmt_x = |x: &f64| {
             let i = x.round();
             if (x - i).abs() < 1e-6 && i >= 1.0 && i as usize <= t {
@@ -483,7 +386,7 @@ fn draw_runs<DB: DrawingBackend>(
         if col == 0 {
             mesh.y_desc(format!("{eval} accuracy (%)"));
         }
-        mesh.draw().map_err(s)?;
+        mesh.draw().map_err(to_text)?;
         if !avg && p > 0 {
             // Grey: before the task is trained.
             chart
@@ -491,7 +394,7 @@ fn draw_runs<DB: DrawingBackend>(
                     [(0.5, ylo), (p as f64 + 0.5, yhi)],
                     RGBColor(238, 238, 238).filled(),
                 )))
-                .map_err(s)?;
+                .map_err(to_text)?;
         }
         for (ri, r) in runs.iter().enumerate() {
             let c = colour(ri);
@@ -503,11 +406,11 @@ fn draw_runs<DB: DrawingBackend>(
             } else {
                 (p..t).map(|i| ((i + 1) as f64, 100.0 * r.r[i][p])).collect()
             };
-            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2))).map_err(s)?;
+            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2))).map_err(to_text)?;
             if r.is_joint() {
-                chart.draw_series(pts.iter().map(|&pt| TriangleMarker::new(pt, 6, c.filled()))).map_err(s)?;
+                chart.draw_series(pts.iter().map(|&pt| TriangleMarker::new(pt, 6, c.filled()))).map_err(to_text)?;
             } else {
-                chart.draw_series(pts.iter().map(|&pt| Circle::new(pt, 3, c.filled()))).map_err(s)?;
+                chart.draw_series(pts.iter().map(|&pt| Circle::new(pt, 3, c.filled()))).map_err(to_text)?;
             }
         }
     }
@@ -546,13 +449,13 @@ fn draw_heatmap<DB: DrawingBackend>(
     let (x0, y0) = origin;
     let short: String = label.split("  (ACC").next().unwrap_or(label).chars().take(48).collect();
     root.draw(&Text::new(format!("R, {short}"), (x0, y0 + 12), text_style(15.0, c, HPos::Left, VPos::Center)))
-        .map_err(s)?;
+        .map_err(to_text)?;
     root.draw(&Text::new(
         format!("{eval} accuracy (%): row = after training on, column = tested on"),
         (x0, y0 + 30),
         text_style(12.0, RGBColor(80, 80, 80), HPos::Left, VPos::Center),
     ))
-    .map_err(s)?;
+    .map_err(to_text)?;
     // The colour scale spans this run's lowest accuracy (often chance level) to 100%.
     let lo = r.r.iter().flatten().chain(r.b.iter().flatten()).copied().fold(1.0f64, f64::min).min(0.9);
     let gx = x0 + HEAT_LABEL_W as i32;
@@ -564,7 +467,7 @@ fn draw_heatmap<DB: DrawingBackend>(
             (gx + j as i32 * cell + cell / 2, gy - 8),
             text_style(font.min(13.0), BLACK, HPos::Center, VPos::Bottom),
         ))
-        .map_err(s)?;
+        .map_err(to_text)?;
     }
     // Rows: the untrained network (b), then one per training task (or "all" for joint).
     /// (row label, the row's accuracies if known, the diagonal column to outline).
@@ -582,14 +485,14 @@ fn draw_heatmap<DB: DrawingBackend>(
             (gx - 6, yr + cell / 2),
             text_style(font.min(13.0), BLACK, HPos::Right, VPos::Center),
         ))
-        .map_err(s)?;
+        .map_err(to_text)?;
         for j in 0..t {
             let xr = gx + j as i32 * cell;
             let rect = [(xr, yr), (xr + cell, yr + cell)];
             match vals {
                 Some(v) => {
                     let a = v[j];
-                    root.draw(&Rectangle::new(rect, blues(a, lo).filled())).map_err(s)?;
+                    root.draw(&Rectangle::new(rect, blues(a, lo).filled())).map_err(to_text)?;
                     let tc = if (a - lo) / (1.0 - lo) > 0.55 { WHITE } else { BLACK };
                     let txt = if a >= 0.9995 { "100".to_string() } else { format!("{:.1}", 100.0 * a) };
                     root.draw(&Text::new(
@@ -597,16 +500,16 @@ fn draw_heatmap<DB: DrawingBackend>(
                         (xr + cell / 2, yr + cell / 2),
                         text_style(font, tc, HPos::Center, VPos::Center),
                     ))
-                    .map_err(s)?;
+                    .map_err(to_text)?;
                 }
                 None => {
-                    root.draw(&Rectangle::new(rect, RGBColor(230, 230, 230).filled())).map_err(s)?;
+                    root.draw(&Rectangle::new(rect, RGBColor(230, 230, 230).filled())).map_err(to_text)?;
                 }
             }
-            root.draw(&Rectangle::new(rect, WHITE.stroke_width(1))).map_err(s)?;
+            root.draw(&Rectangle::new(rect, WHITE.stroke_width(1))).map_err(to_text)?;
             if *diag == Some(j) {
                 let inner = [(xr + 1, yr + 1), (xr + cell - 1, yr + cell - 1)];
-                root.draw(&Rectangle::new(inner, RGBColor(255, 180, 0).stroke_width(2))).map_err(s)?;
+                root.draw(&Rectangle::new(inner, RGBColor(255, 180, 0).stroke_width(2))).map_err(to_text)?;
             }
         }
     }
@@ -617,298 +520,6 @@ fn draw_heatmap<DB: DrawingBackend>(
         format!("orange: R[j][j], just after learning; ACC {:.2}%", 100.0 * r.acc())
     };
     root.draw(&Text::new(foot, (gx, foot_y), text_style(12.0, RGBColor(80, 80, 80), HPos::Left, VPos::Center)))
-        .map_err(s)?;
+        .map_err(to_text)?;
     Ok(())
-}
-
-/// One curve of a sweep figure: a setting of the hyperparameters that are not on the x axis.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SweepSeries {
-    /// Legend text (e.g. `lr=0.001`; empty when nothing else was swept).
-    pub label: String,
-    /// `(x, values over seeds)`; x is the swept value, or the category's position for
-    /// categorical values.
-    pub points: Vec<(f64, Vec<f64>)>,
-}
-
-/// A sweep figure: ACC against one hyperparameter.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SweepFigure {
-    /// Title.
-    pub title: String,
-    /// Name of the swept hyperparameter.
-    pub x_label: String,
-    /// What is plotted (e.g. "validation ACC (%)").
-    pub y_label: String,
-    /// `Some(names)`: categorical x (positions 0, 1, ...); `None`: numeric x.
-    pub categories: Option<Vec<String>>,
-    /// Logarithmic x axis (numeric x only; every x must be positive).
-    pub log_x: bool,
-    /// The curves; values are accuracies in [0, 1].
-    pub series: Vec<SweepSeries>,
-    /// A point to mark (series index, x) with a star and this note, e.g. the chosen setting.
-    pub highlight: Option<(usize, f64, String)>,
-    /// A last line under the plot (e.g. the test ACC of the chosen setting).
-    pub note: Option<String>,
-}
-
-/// Pixel size of [`plot_sweep`]'s figure.
-pub const SWEEP_FIGURE_SIZE: (u32, u32) = (960, 600);
-
-/// Draws a sweep figure into `path` (`.png` or `.svg`): per series, the mean over seeds as a
-/// line with markers, the min-max range over seeds as a band, and every seed as a dot.
-pub fn plot_sweep(fig: &SweepFigure, path: &Path) -> Result<(), PlotError> {
-    let format = Format::of(path)?;
-    let input_err = |msg: String| PlotError::Input { source_name: path.display().to_string(), msg };
-    let xs: Vec<f64> = fig.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
-    if xs.is_empty() {
-        return Err(input_err("the sweep has no finished run to plot".into()));
-    }
-    if xs.iter().any(|x| !x.is_finite()) || (fig.log_x && xs.iter().any(|&x| x <= 0.0)) {
-        return Err(input_err("a log x axis needs positive, finite values".into()));
-    }
-    register_font();
-    let result = match format {
-        Format::Png => {
-            let root = BitMapBackend::new(path, SWEEP_FIGURE_SIZE).into_drawing_area();
-            draw_sweep(&root, fig, &xs).and_then(|_| root.present().map_err(s))
-        }
-        Format::Svg => {
-            let root = SVGBackend::new(path, SWEEP_FIGURE_SIZE).into_drawing_area();
-            draw_sweep(&root, fig, &xs).and_then(|_| root.present().map_err(s))
-        }
-    };
-    result.map_err(draw_err(path))
-}
-
-fn draw_sweep<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &SweepFigure, xs: &[f64]) -> Result<(), String> {
-    root.fill(&WHITE).map_err(s)?;
-    let vals: Vec<f64> = fig.series.iter().flat_map(|s| s.points.iter().flat_map(|p| p.1.iter().copied())).collect();
-    let lo = vals.iter().copied().fold(1.0f64, f64::min);
-    let hi = vals.iter().copied().fold(0.0f64, f64::max);
-    let ylo = ((lo * 20.0).floor() * 5.0).clamp(0.0, 95.0);
-    let yhi = ((hi * 20.0).ceil() * 5.0).clamp(ylo + 5.0, 100.0) + 1.0;
-    let footer = if fig.note.is_some() { 30 } else { 0 };
-    let (w, h) = SWEEP_FIGURE_SIZE;
-    let (plot_area, foot_area) = root.split_vertically(h - footer);
-    if let Some(note) = &fig.note {
-        foot_area
-            .draw(&Text::new(note.clone(), (20, 12), text_style(14.0, BLACK, HPos::Left, VPos::Center)))
-            .map_err(s)?;
-    }
-    let xmin = xs.iter().copied().fold(f64::INFINITY, f64::min);
-    let xmax = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let fmt_y = |v: &f64| if *v <= 100.0 { format!("{v:.0}") } else { String::new() };
-    macro_rules! body {
-        ($chart:expr, $fmt_x:expr, $nx:expr) => {{
-            let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_labels($nx)
-                .x_label_formatter($fmt_x)
-                .y_label_formatter(&fmt_y)
-                .x_desc(fig.x_label.clone())
-                .y_desc(fig.y_label.clone())
-                .light_line_style(RGBColor(240, 240, 240))
-                .bold_line_style(RGBColor(220, 220, 220))
-                .label_style((FAMILY, 14))
-                .axis_desc_style((FAMILY, 16))
-                .draw()
-                .map_err(s)?;
-            for (si, ser) in fig.series.iter().enumerate() {
-                let c = colour(si);
-                let mut pts = ser.points.clone();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let stats: Vec<(f64, f64, f64, f64)> = pts
-                    .iter()
-                    .filter(|p| !p.1.is_empty())
-                    .map(|(x, v)| {
-                        let mean = v.iter().sum::<f64>() / v.len() as f64;
-                        let mn = v.iter().copied().fold(f64::INFINITY, f64::min);
-                        let mx = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                        (*x, 100.0 * mean, 100.0 * mn, 100.0 * mx)
-                    })
-                    .collect();
-                if stats.len() > 1 {
-                    let mut band: Vec<(f64, f64)> = stats.iter().map(|p| (p.0, p.3)).collect();
-                    band.extend(stats.iter().rev().map(|p| (p.0, p.2)));
-                    chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled()))).map_err(s)?;
-                }
-                for p in &stats {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(vec![(p.0, p.2), (p.0, p.3)], c.stroke_width(1))))
-                        .map_err(s)?;
-                }
-                let series = chart
-                    .draw_series(LineSeries::new(stats.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))
-                    .map_err(s)?;
-                if !ser.label.is_empty() {
-                    series
-                        .label(ser.label.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
-                }
-                chart.draw_series(stats.iter().map(|p| Circle::new((p.0, p.1), 5, c.filled()))).map_err(s)?;
-                chart
-                    .draw_series(
-                        pts.iter()
-                            .flat_map(|(x, v)| v.iter().map(move |a| Circle::new((*x, 100.0 * a), 2, BLACK.filled()))),
-                    )
-                    .map_err(s)?;
-            }
-            if let Some((si, x, note)) = &fig.highlight {
-                if let Some(p) = fig.series.get(*si).and_then(|ser| ser.points.iter().find(|p| p.0 == *x)) {
-                    if !p.1.is_empty() {
-                        let mean = 100.0 * p.1.iter().sum::<f64>() / p.1.len() as f64;
-                        chart
-                            .draw_series(std::iter::once(Circle::new(
-                                (*x, mean),
-                                9,
-                                RGBColor(255, 160, 0).stroke_width(3),
-                            )))
-                            .map_err(s)?;
-                        // Left of the point when it is the rightmost value, so the note stays inside.
-                        let h = if xs.iter().all(|v| v <= x) { HPos::Right } else { HPos::Left };
-                        chart
-                            .draw_series(std::iter::once(Text::new(
-                                note.clone(),
-                                (*x, mean + 0.02 * (yhi - ylo)),
-                                text_style(14.0, RGBColor(170, 90, 0), h, VPos::Bottom),
-                            )))
-                            .map_err(s)?;
-                    }
-                }
-            }
-            if fig.series.iter().any(|ser| !ser.label.is_empty()) {
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(RGBColor(180, 180, 180))
-                    .label_font((FAMILY, 14))
-                    .position(SeriesLabelPosition::LowerRight)
-                    .draw()
-                    .map_err(s)?;
-            }
-        }};
-    }
-    let mut builder = ChartBuilder::on(&plot_area);
-    builder.caption(fig.title.clone(), (FAMILY, 20)).margin(18).x_label_area_size(50).y_label_area_size(64);
-    let _ = w;
-    if let Some(cats) = &fig.categories {
-        let n = cats.len().max(1);
-        let fmt_x = |x: &f64| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < cats.len() {
-                cats[i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
-        let chart = builder.build_cartesian_2d(-0.5f64..(n as f64 - 0.5), ylo..yhi).map_err(s)?;
-        body!(chart, &fmt_x, n);
-    } else if fig.log_x {
-        let (a, b) = if xmax > xmin { (xmin / 2.0, xmax * 2.0) } else { (xmin / 3.0, xmin * 3.0) };
-        let fmt_x = |x: &f64| fmt_num(*x);
-        let chart = builder.build_cartesian_2d((a..b).log_scale(), ylo..yhi).map_err(s)?;
-        body!(chart, &fmt_x, 10);
-    } else {
-        let pad = if xmax > xmin { (xmax - xmin) * 0.08 } else { xmin.abs().max(1.0) * 0.5 };
-        let fmt_x = |x: &f64| fmt_num(*x);
-        let chart = builder.build_cartesian_2d((xmin - pad)..(xmax + pad), ylo..yhi).map_err(s)?;
-        body!(chart, &fmt_x, 10);
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn run_json(method: &str, c: f64) -> Value {
-        json!({
-            "scenario": "split-mnist", "method": method, "seed": 0,
-            "params": {"strength": c, "xi": 0.001, "lr": 0.001, "epochs": 10, "threads": 2},
-            "task_names": ["0/1", "2/3", "4/5"],
-            "R": [[0.99, 0.5, 0.4], [0.9, 0.98, 0.5], [0.8, 0.85, 0.97]],
-            "b": [0.5, 0.45, 0.52],
-        })
-    }
-
-    #[test]
-    fn numbers_are_short() {
-        assert_eq!(fmt_num(1.0), "1");
-        assert_eq!(fmt_num(0.001), "0.001");
-        assert_eq!(fmt_num(1e-4), "1e-4");
-        assert_eq!(fmt_num(2.5), "2.5");
-        assert_eq!(fmt_num(10000.0), "10000");
-        assert_eq!(fmt_num(0.1), "0.1");
-    }
-
-    #[test]
-    fn legend_names_method_key_hyperparameters_and_what_differs() {
-        let a = RunCurves::from_json(&run_json("si", 1.0), "a").unwrap();
-        let mut b = RunCurves::from_json(&run_json("finetune", 0.0), "b").unwrap();
-        b.params.insert("lr".into(), json!(0.01));
-        let l = label_runs(&[a, b]);
-        assert!(l[0].starts_with("si c=1 ξ=0.001 lr=0.001"), "{}", l[0]);
-        assert!(l[1].starts_with("finetune lr=0.01"), "{}", l[1]);
-        assert!(l[0].ends_with("(ACC 87.3%)"), "{}", l[0]);
-        assert!(!l[0].contains("threads"));
-    }
-
-    #[test]
-    fn acc_curve_averages_the_tasks_seen() {
-        let r = RunCurves::from_json(&run_json("si", 1.0), "a").unwrap();
-        let c = r.acc_curve();
-        assert!((c[0] - 0.99).abs() < 1e-12);
-        assert!((c[1] - 0.94).abs() < 1e-12);
-        assert!((c[2] - (0.8 + 0.85 + 0.97) / 3.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn malformed_runs_are_errors_naming_the_fault() {
-        let cases: Vec<(Value, &str)> = vec![
-            (json!([1, 2]), "JSON object"),
-            (json!({"task_names": ["a"], "R": [[0.5]]}), "`method`"),
-            (json!({"method": "si", "R": [[0.5]]}), "`task_names`"),
-            (json!({"method": "si", "task_names": ["a", "b"]}), "`R`"),
-            (json!({"method": "si", "task_names": ["a", "b"], "R": [[0.5, 0.5], [0.5]]}), "R[1]"),
-            (json!({"method": "si", "task_names": ["a", "b"], "R": [[0.5, 1.5], [0.5, 0.5]]}), "[0, 1]"),
-            (json!({"method": "si", "task_names": ["a", "b"], "R": [[0.5, "x"], [0.5, 0.5]]}), "numbers"),
-            (json!({"method": "si", "task_names": [], "R": []}), "empty"),
-            (json!({"method": "si", "task_names": ["a"], "R": [[0.5]], "b": [0.1, 0.2]}), "`b`"),
-        ];
-        for (v, want) in cases {
-            let e = RunCurves::from_json(&v, "f.json").unwrap_err().to_string();
-            assert!(e.starts_with("f.json: "), "{e}");
-            assert!(e.contains(want), "{want} not in {e}");
-        }
-    }
-
-    #[test]
-    fn figure_format_comes_from_the_extension() {
-        assert_eq!(Format::of(Path::new("a/b.PNG")).unwrap(), Format::Png);
-        assert_eq!(Format::of(Path::new("b.svg")).unwrap(), Format::Svg);
-        assert!(Format::of(Path::new("b.pdf")).unwrap_err().to_string().contains(".png or .svg"));
-        assert!(Format::of(Path::new("noext")).is_err());
-    }
-
-    #[test]
-    fn runs_of_different_task_counts_cannot_share_a_figure() {
-        let a = RunCurves::from_json(&run_json("si", 1.0), "a").unwrap();
-        let mut b = a.clone();
-        b.task_names.pop();
-        b.r = vec![vec![0.5, 0.5], vec![0.5, 0.5]];
-        let e = plot_runs(&[a, b], Path::new("/nonexistent/x.png")).unwrap_err().to_string();
-        assert!(e.contains("same scenario"), "{e}");
-    }
-
-    #[test]
-    fn figure_size_grows_with_tasks_and_runs() {
-        let (w5, h5) = runs_figure_size(5, 2);
-        let (w20, h20) = runs_figure_size(20, 2);
-        assert!(w20 >= w5 && h20 > h5);
-        assert!(runs_figure_size(5, 3).1 > h5);
-        assert!(w5 >= 6 * PANEL_W, "six panels side by side for Split MNIST");
-    }
 }
