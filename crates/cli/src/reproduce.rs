@@ -311,7 +311,7 @@ mod tests {
         spec.samples_per_task = Some(50);
         let ok = run_one(&shared, &spec, &cfg, true, "");
         assert!(ok.is_ok(), "{:?}", ok.err());
-        // Divergence (an error from the runner).
+        // Divergence (an error from the run).
         let mut diverging = cfg.clone();
         diverging.optimizer = engram_si::Optimizer::Sgd { lr: 1e30 };
         let Err(e) = run_one(&shared, &spec, &diverging, true, "") else { panic!("diverges") };

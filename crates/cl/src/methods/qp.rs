@@ -17,7 +17,7 @@
 //! The paper's code replaces the bound `v >= 0` by `v >= gamma` (`memory_strength`, the margin
 //! that biases the step towards the memories) and adds `1e-3` to the diagonal of `G G'` before
 //! calling quadprog. [`gem_dual`] builds exactly that problem, `A = G G' + reg I`, `b = G g`,
-//! with `reg` chosen by the caller (the runner uses [`OFFICIAL_REG`] = `1e-3`, as the official
+//! with `reg` chosen by the caller (GEM uses [`OFFICIAL_REG`] = `1e-3`, as the official
 //! code); [`QpSolver::solve`] solves
 //!
 //! ```text
@@ -390,7 +390,7 @@ pub fn gem_dual(g_mem: &[f32], k: usize, g: &[f32], reg: f64) -> (Vec<f64>, Vec<
 }
 
 /// Solves GEM's dual for `g_mem` and `g` (see [`gem_dual`]) with margin `gamma` and ridge `reg`,
-/// returning `v` (allocating; the runner keeps a [`QpSolver`] instead).
+/// returning `v` (allocating; GEM keeps a [`QpSolver`] between steps instead).
 pub fn solve_gem_dual(g_mem: &[f32], k: usize, g: &[f32], gamma: f64, reg: f64) -> Result<Vec<f64>, QpError> {
     let (a, b) = gem_dual(g_mem, k, g, reg);
     let mut s = QpSolver::new();

@@ -2,7 +2,7 @@
 //!
 //! The loop is short and knows no method by name: each method is a
 //! [`Strategy`](crate::methods::Strategy) whose hooks run around the steps
-//! ([`phase`] trains one phase). The whole state lives on the backend; the host receives the
+//! (`phase.rs` trains one phase). The whole state lives on the backend; the host receives the
 //! losses every [`LOSS_CHECK_EVERY`] steps (the check for divergence), the evaluation counts,
 //! checkpoints and diagnostics.
 

@@ -163,7 +163,7 @@ unsafe fn dot_f64_f64_avx2(x: &[f64], y: &[f64]) -> f64 {
 }
 
 /// The Gram matrix `out = G G'` of the `k x p` row-major matrix `g`, in f64: each tile of
-/// [`TILE`] columns is widened to f64 once (products of f32 values are exact in f64), then every
+/// `TILE` (1024) columns is widened to f64 once (products of f32 values are exact in f64), then every
 /// pair of its rows is dotted while the tile sits in cache. Above a size, groups of tiles run in
 /// parallel and their partial sums are added in group order (fixed, whatever the thread count).
 pub fn gram_f64<T: Float>(g: &[T], k: usize, p: usize, out: &mut [f64]) {
