@@ -23,9 +23,8 @@
 use crate::config::{layer_sizes, RunConfig};
 use crate::methods::episodic::{memory_rows, EpisodicRecord};
 use crate::methods::{self, Carried, StateAndMethod, Strategy};
-use crate::run::{phase_samples, phases};
 use crate::saved::{self, u32s};
-use crate::scenario::{Scenario, ScenarioSpec};
+use crate::scenario::{phase_samples, phases, Scenario, ScenarioSpec};
 use crate::state::{Profile, Progress, Run, RunBackend, RunError, RunState};
 use engram_ckpt::{Checkpoint, Data, Tensor};
 use engram_nn::Mlp;

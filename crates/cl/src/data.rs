@@ -245,7 +245,16 @@ pub struct EpochOrder<B: Backend> {
     pub map_ids: Option<Tensor<B, u32>>,
     /// The one map of a single-task phase.
     pub map: Option<u32>,
-    staging: (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>),
+    staging: OrderStaging,
+}
+
+/// The host's copy of an epoch's order, built before its upload (kept to reuse its memory).
+#[derive(Default)]
+struct OrderStaging {
+    rows: Vec<u32>,
+    labels: Vec<u32>,
+    tasks: Vec<u32>,
+    map_ids: Vec<u32>,
 }
 
 impl<B: Backend<T = f32>> EpochOrder<B> {
@@ -266,25 +275,25 @@ impl<B: Backend<T = f32>> EpochOrder<B> {
 
     /// Uploads the order `samples` (`(task, position)` pairs): one upload per buffer.
     pub fn upload(&mut self, be: &B, data: &TaskData<B>, samples: &[(u32, u32)]) -> Result<()> {
-        let (rows, labels, tasks, maps) = &mut self.staging;
-        rows.clear();
-        labels.clear();
-        tasks.clear();
-        maps.clear();
+        let staged = &mut self.staging;
+        staged.rows.clear();
+        staged.labels.clear();
+        staged.tasks.clear();
+        staged.map_ids.clear();
         for &(t, p) in samples {
             let set = &data.tasks[t as usize].train;
-            rows.push(set.host_rows[p as usize]);
-            labels.push(set.host_labels[p as usize]);
-            tasks.push(t);
-            maps.push(set.map.unwrap_or(0));
+            staged.rows.push(set.host_rows[p as usize]);
+            staged.labels.push(set.host_labels[p as usize]);
+            staged.tasks.push(t);
+            staged.map_ids.push(set.map.unwrap_or(0));
         }
-        be.upload_into(rows, self.rows.view_mut())?;
-        be.upload_into(labels, self.labels.view_mut())?;
+        be.upload_into(&staged.rows, self.rows.view_mut())?;
+        be.upload_into(&staged.labels, self.labels.view_mut())?;
         if let Some(t) = self.tasks.as_mut() {
-            be.upload_into(tasks, t.view_mut())?;
+            be.upload_into(&staged.tasks, t.view_mut())?;
         }
         if let Some(m) = self.map_ids.as_mut() {
-            be.upload_into(maps, m.view_mut())?;
+            be.upload_into(&staged.map_ids, m.view_mut())?;
         }
         Ok(())
     }

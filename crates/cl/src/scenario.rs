@@ -391,3 +391,17 @@ pub fn validation_split(sc: &Scenario, fraction: f64, seed: u64) -> Result<Scena
     }
     Ok(out)
 }
+
+/// The training phases: one per task, or a single phase over every task for joint training.
+pub fn phases(tasks: usize, joint: bool) -> Vec<Vec<usize>> {
+    if joint {
+        vec![(0..tasks).collect()]
+    } else {
+        (0..tasks).map(|i| vec![i]).collect()
+    }
+}
+
+/// A phase's training samples as `(task, position)` pairs, in the order shuffling starts from.
+pub fn phase_samples(scenario: &Scenario, phase: &[usize]) -> Vec<(u32, u32)> {
+    phase.iter().flat_map(|&ti| (0..scenario.tasks[ti].train.len() as u32).map(move |p| (ti as u32, p))).collect()
+}

@@ -3,7 +3,7 @@
 //!
 //! Per step the host uploads nothing (each epoch's sample order goes up once: 8 bytes a sample,
 //! so 8 x batch bytes per step on average) and reads the task loss and the penalty every
-//! `LOSS_CHECK_EVERY` steps (12 bytes a step). Before the redesign, every step uploaded the
+//! `LOSS_CHECK_EVERY` steps or half second (12 bytes a step). Before the redesign, every step uploaded the
 //! parameters (a copy per layer) and the batch's pixels and downloaded the gradient: 1,278,248
 //! bytes up and 1,077,292 bytes down per step of the split-mnist network (measured with the same
 //! kind of counting wrapper on the old backend trait).

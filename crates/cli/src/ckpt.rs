@@ -108,7 +108,7 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
     a.compute.apply()?;
     let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
     let p = cc::progress(&ck).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", dir.display()))?;
-    let phases = engram_cl::run::phases(sc.tasks.len(), cfg.method == Method::Joint).len();
+    let phases = engram_cl::scenario::phases(sc.tasks.len(), cfg.method == Method::Joint).len();
     if p.mid_phase() {
         eprintln!(
             "resuming {} from {}: task {}/{}, epoch {}, after step {} of the epoch ({} steps done)",

@@ -8,7 +8,6 @@
 
 use super::episodic::{EpisodicMemory, Fill};
 use super::{Carried, Strategy};
-use crate::data::Split;
 use crate::saved;
 use crate::state::{Run, RunBackend, RunError, RunState};
 use engram_ckpt::Checkpoint;
@@ -105,9 +104,9 @@ impl<B: RunBackend> Strategy<B> for Agem<B> {
         batch: &[(u32, u32)],
     ) -> Result<(), RunError> {
         let (be, model) = (run.be, run.model);
-        let labels = &run.data.set(task, Split::Train).host_labels;
-        self.memory.observe(labels, batch.iter().map(|&(_, p)| p as usize));
-        if self.memory.tasks() == 0 || self.memory.rows() == 0 {
+        // Paper Alg. 1: store the batch in the current task's memory, then correct g against the
+        // finished tasks' memories.
+        if !self.memory.observe_batch(run.data, task, batch) {
             return Ok(());
         }
         self.constrained_steps += 1;
@@ -173,12 +172,6 @@ impl<B: RunBackend> Strategy<B> for Agem<B> {
     }
 
     fn carry(&mut self, run: &Run<'_, B>, carried: &Carried) -> Result<(), String> {
-        match &carried.memory {
-            Some(rows) => self
-                .memory
-                .restore_finished(run.be, rows.clone())
-                .map_err(|e| format!("the carried episodic memory does not fit: {e}")),
-            None => Ok(()),
-        }
+        self.memory.carry(run.be, carried)
     }
 }

@@ -402,6 +402,25 @@ pub struct EpisodicRecord {
 }
 
 impl<B: RunBackend> EpisodicMemory<B> {
+    /// GEM and A-GEM's first move at every step (GEM paper Alg. 1): store the batch's samples of
+    /// task `task` in its buffer. Returns whether a finished task's memory holds rows, i.e.
+    /// whether the step is constrained.
+    pub fn observe_batch(&mut self, data: &TaskData<B>, task: usize, batch: &[(u32, u32)]) -> bool {
+        let labels = &data.set(task, Split::Train).host_labels;
+        self.observe(labels, batch.iter().map(|&(_, p)| p as usize));
+        self.tasks() > 0 && self.rows() > 0
+    }
+
+    /// Takes the finished tasks' memories a trained model carries (`--init-from`), if any.
+    pub fn carry(&mut self, be: &B, carried: &super::Carried) -> Result<(), String> {
+        match &carried.memory {
+            Some(rows) => self
+                .restore_finished(be, rows.clone())
+                .map_err(|e| format!("the carried episodic memory does not fit: {e}")),
+            None => Ok(()),
+        }
+    }
+
     /// The memory's tensors and record, for a checkpoint (`counters`: projections, constrained
     /// steps, worst KKT violation).
     pub fn save(

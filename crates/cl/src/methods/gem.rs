@@ -15,7 +15,6 @@
 use super::episodic::{EpisodicMemory, Fill};
 use super::qp::{QpSolver, OFFICIAL_REG};
 use super::{Carried, Strategy};
-use crate::data::Split;
 use crate::state::{Run, RunBackend, RunError, RunState};
 use engram_ckpt::Checkpoint;
 use engram_tape::{Tensor, View, ViewMut};
@@ -101,12 +100,10 @@ impl<B: RunBackend> Strategy<B> for Gem<B> {
         let (be, model) = (run.be, run.model);
         // Paper Alg. 1: store the batch in the current task's memory, then correct g against the
         // finished tasks' memories.
-        let labels = &run.data.set(task, Split::Train).host_labels;
-        self.memory.observe(labels, batch.iter().map(|&(_, p)| p as usize));
-        let k = self.memory.tasks();
-        if k == 0 || self.memory.rows() == 0 {
+        if !self.memory.observe_batch(run.data, task, batch) {
             return Ok(());
         }
+        let k = self.memory.tasks();
         self.constrained_steps += 1;
         let t0 = Instant::now();
         let p = model.num_params();
@@ -162,12 +159,6 @@ impl<B: RunBackend> Strategy<B> for Gem<B> {
     }
 
     fn carry(&mut self, run: &Run<'_, B>, carried: &Carried) -> Result<(), String> {
-        match &carried.memory {
-            Some(rows) => self
-                .memory
-                .restore_finished(run.be, rows.clone())
-                .map_err(|e| format!("the carried episodic memory does not fit: {e}")),
-            None => Ok(()),
-        }
+        self.memory.carry(run.be, carried)
     }
 }

@@ -23,20 +23,7 @@ use rand_chacha::ChaCha8Rng;
 /// rounding).
 pub const IMPORTANCE_CHUNK: usize = 256;
 
-/// Which labels the Fisher uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum FisherKind {
-    /// The true labels (the empirical Fisher).
-    Empirical,
-    /// Labels sampled from the model's own predictive distribution (the true Fisher).
-    True,
-    /// The square of the gradient of the MEAN loss over the samples (true labels): the GEM
-    /// paper's official EWC (`model/ewc.py`). A known, much weaker variant (the cross terms
-    /// between samples cancel): not a Fisher, kept to reproduce that code.
-    BatchMean,
-}
+pub use crate::config::FisherKind;
 
 /// Per-sample statistic to accumulate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

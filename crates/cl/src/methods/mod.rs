@@ -20,124 +20,12 @@ pub mod qp;
 pub mod quadratic;
 
 use crate::config::RunConfig;
+pub use crate::config::{EwcMode, Method, SiGrad, SiRelu, SiVariant};
 use crate::state::{Profile, Run, RunBackend, RunError, RunState};
 use engram_ckpt::Checkpoint;
 use engram_tape::ViewMut;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// A continual-learning method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// Plain sequential training (the lower bound, "None" in the literature).
-    Finetune,
-    /// All tasks' data at once (the upper bound); its accuracy matrix has a single row.
-    Joint,
-    /// Quadratic anchor with `Omega = 1`: penalty `lambda * sum (theta - theta*)^2`.
-    L2,
-    /// Elastic weight consolidation: `(lambda / 2) * sum F (theta - theta*)^2` with the diagonal
-    /// Fisher `F` (Kirkpatrick et al. 2017); one penalty per task, or online with decay gamma.
-    Ewc,
-    /// Memory-aware synapses: `lambda * sum Omega (theta - theta*)^2`, `Omega` the mean absolute
-    /// gradient of the squared output norm (Aljundi et al. 2018), accumulated over tasks.
-    Mas,
-    /// Synaptic intelligence: `c * sum Omega (theta - theta*)^2`, `Omega` the normalised path
-    /// integral of the loss drop (Zenke et al. 2017).
-    Si,
-    /// Gradient episodic memory (Lopez-Paz & Ranzato 2017): the last `--memories` samples of each
-    /// finished task; each step's gradient is projected (dual QP, paper Eq. 11-13) so that no
-    /// memory loss increases, with margin `--memory-strength`.
-    Gem,
-    /// Averaged GEM (Chaudhry et al. 2019): one constraint from the gradient on up to 256
-    /// samples drawn from the whole memory (a per-class ring buffer of each finished task).
-    Agem,
-}
-
-impl Method {
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Finetune => "finetune",
-            Self::Joint => "joint",
-            Self::L2 => "l2",
-            Self::Ewc => "ewc",
-            Self::Mas => "mas",
-            Self::Si => "si",
-            Self::Gem => "gem",
-            Self::Agem => "agem",
-        }
-    }
-
-    /// Whether the method keeps a quadratic penalty (and so uses `Omega` and `theta*`).
-    pub fn is_quadratic(self) -> bool {
-        matches!(self, Self::L2 | Self::Ewc | Self::Mas | Self::Si)
-    }
-
-    /// Whether the method keeps an episodic memory (GEM, A-GEM).
-    pub fn is_episodic(self) -> bool {
-        matches!(self, Self::Gem | Self::Agem)
-    }
-}
-
-/// Original (one penalty per task) or online EWC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum EwcMode {
-    /// One penalty per finished task, `sum_t F_t (theta - theta*_t)^2`. Its gradient equals that
-    /// of ONE quadratic with `Omega = sum_t F_t` and anchor `sum_t F_t theta*_t / Omega`, so the
-    /// state stays two vectors whatever the number of tasks (the reported penalty omits a
-    /// constant that has no gradient).
-    Separate,
-    /// Online EWC (Schwarz et al. 2018): `F <- gamma F + F_new`, one anchor at the latest task.
-    Online,
-}
-
-/// Where SI's relu is applied at the end of a task (see `engram_si::ReluPlacement`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum SiRelu {
-    /// As the official code: relu of the accumulated Omega after adding the new term.
-    Official,
-    /// No relu: negative importances are kept.
-    None,
-    /// Relu of each task's new term before it is added.
-    PerTask,
-}
-
-/// How SI's path integral and its normalisation are computed: the official arithmetic, or one
-/// of the mistakes seen in reimplementations (PROTOCOLS.md, "Synaptic Intelligence, exactly"),
-/// kept to measure what each costs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum SiVariant {
-    /// As the official code: `omega -= g(k) * delta(k)`, the gradient of step k times the change
-    /// that step k made; `Delta` measured from the start of the task.
-    #[default]
-    Official,
-    /// Off by one step: `omega -= g(k) * delta(k-1)`, the gradient times the PREVIOUS step's
-    /// change (zero at the first step of each task).
-    PrevStep,
-    /// The anchor mix-up: `Delta` in `Omega += omega / (Delta^2 + xi)` measured from the
-    /// initialisation instead of the task's start (the penalty's anchor is still the task's end).
-    FromInit,
-}
-
-/// Which gradient feeds SI's path integral.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
-pub enum SiGrad {
-    /// The unregularised task-loss gradient (the official code).
-    Task,
-    /// The total-loss gradient, penalty included (some libraries).
-    Total,
-}
 
 /// What `--init-from` carries over from a trained model into a new run (host copies, read
 /// from a checkpoint).

@@ -3,7 +3,7 @@
 //! The loop is short and knows no method by name: each method is a
 //! [`Strategy`](crate::methods::Strategy) whose hooks run around the steps
 //! (`phase.rs` trains one phase). The whole state lives on the backend; the host receives the
-//! losses every [`LOSS_CHECK_EVERY`] steps (the check for divergence), the evaluation counts,
+//! losses every [`LOSS_CHECK_EVERY`] steps or half second (the check for divergence), the evaluation counts,
 //! checkpoints and diagnostics.
 
 mod phase;
@@ -13,7 +13,7 @@ use crate::config::{layer_sizes, RunConfig};
 use crate::data::{Split, TaskData};
 use crate::methods::{self, Carried, StateAndMethod};
 use crate::metrics::{self, Metrics};
-use crate::scenario::{Scenario, ScenarioSpec};
+use crate::scenario::{phases, Scenario, ScenarioSpec};
 use crate::state::{peak_rss_bytes, Profile, Progress, Run, RunBackend, RunError, RunState, Streams};
 use engram_ckpt::Checkpoint;
 use engram_nn::{Init, Mlp};
@@ -116,20 +116,6 @@ pub struct Checkpointing<'a> {
     /// Writes a checkpoint taken after `steps` training steps; an error stops the run (the
     /// previous checkpoint stays as it was).
     pub save: &'a mut dyn FnMut(&Checkpoint, u64) -> Result<(), String>,
-}
-
-/// The training phases: one per task, or a single phase over every task for joint training.
-pub fn phases(tasks: usize, joint: bool) -> Vec<Vec<usize>> {
-    if joint {
-        vec![(0..tasks).collect()]
-    } else {
-        (0..tasks).map(|i| vec![i]).collect()
-    }
-}
-
-/// A phase's training samples as `(task, position)` pairs, in the order shuffling starts from.
-pub fn phase_samples(scenario: &Scenario, phase: &[usize]) -> Vec<(u32, u32)> {
-    phase.iter().flat_map(|&ti| (0..scenario.tasks[ti].train.len() as u32).map(move |p| (ti as u32, p))).collect()
 }
 
 /// Runs `cfg` on `scenario` on the backend `be`, from the seed's initialisation.

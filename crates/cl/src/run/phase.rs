@@ -15,6 +15,10 @@ use std::time::Instant;
 /// events). Between them the losses stay on the backend.
 pub const LOSS_CHECK_EVERY: usize = 64;
 
+/// The host also reads the losses when this much time has passed since it last did (long steps:
+/// the progress stays live; a read every half second costs nothing).
+const LOSS_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Where a step sits in its phase.
 #[derive(Clone, Copy, Debug)]
 struct StepAt {
@@ -27,6 +31,7 @@ struct LossLog<B: RunBackend> {
     task_losses: Tensor<B>,
     penalties: Tensor<B, f64>,
     pending: Vec<StepAt>,
+    last_read: Instant,
 }
 
 impl<B: RunBackend> LossLog<B> {
@@ -35,6 +40,7 @@ impl<B: RunBackend> LossLog<B> {
             task_losses: Tensor::zeros(be, 1, LOSS_CHECK_EVERY)?,
             penalties: Tensor::zeros(be, 1, LOSS_CHECK_EVERY)?,
             pending: Vec::with_capacity(LOSS_CHECK_EVERY),
+            last_read: Instant::now(),
         })
     }
 
@@ -44,8 +50,9 @@ impl<B: RunBackend> LossLog<B> {
         (self.task_losses.view_mut().range(i, i + 1), self.penalties.view_mut().range(i, i + 1))
     }
 
-    fn full(&self) -> bool {
-        self.pending.len() == LOSS_CHECK_EVERY
+    /// Whether the host should read the pending losses now.
+    fn due(&self) -> bool {
+        self.pending.len() == LOSS_CHECK_EVERY || self.last_read.elapsed() >= LOSS_CHECK_INTERVAL
     }
 }
 
@@ -95,7 +102,7 @@ impl Phase<'_> {
             if self.index == 0 || cfg.reset_optimizer {
                 st.optimizer.reset(be)?;
             }
-            super::phase_samples(run.scenario, self.tasks)
+            crate::scenario::phase_samples(run.scenario, self.tasks)
         };
         let n = samples.len();
         let steps = n.div_ceil(cfg.batch);
@@ -143,7 +150,7 @@ impl Phase<'_> {
                 st.profile.consolidation_step += t3.elapsed().as_secs_f64();
                 losses.pending.push(StepAt { epoch, step });
                 st.progress.steps += 1;
-                if losses.full() {
+                if losses.due() {
                     self.check_losses(run, &mut losses, strategy, steps * cfg.epochs, on_event)?;
                 }
                 // Every N steps, unless this is the phase's last step (its end-of-task
@@ -217,6 +224,7 @@ impl Phase<'_> {
             on_event(Event::Step { loss: task_loss + penalty as f32 });
         }
         log.pending.clear();
+        log.last_read = Instant::now();
         Ok(())
     }
 
