@@ -106,6 +106,7 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
         outputs.out = Some(o);
     }
     a.compute.apply()?;
+    let device = a.compute.device()?;
     let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
     let p = cc::progress(&ck).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", dir.display()))?;
     let phases = engram_cl::scenario::phases(sc.tasks.len(), cfg.method == Method::Joint).len();
@@ -130,7 +131,7 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
             p.steps
         );
     }
-    let res = execute_with(&sc, &spec, &cfg, Start::Resume(Box::new(ck)), Some(&parent), &outputs, a.quiet)
+    let res = execute_with(&device, &sc, &spec, &cfg, Start::Resume(Box::new(ck)), Some(&parent), &outputs, a.quiet)
         .with_context(|| format!("cannot resume from {}", dir.display()))?;
     finish(&spec, &sc, &cfg, &res, &outputs)
 }

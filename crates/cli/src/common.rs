@@ -33,9 +33,39 @@ pub struct ComputeArgs {
     /// Worker threads for the CPU kernels (default: one per core). Results do not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Where the run computes: cpu (the default), or cuda / cuda:N for GPU N (builds with
+    /// `--features cuda`; the driver, cuBLAS and NVRTC of CUDA 13 are loaded at run time).
+    /// Checkpoints do not depend on it: a run checkpointed on one device resumes on the other.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceSpec,
+}
+
+/// A device asked for on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The CPU backend.
+    Cpu,
+    /// CUDA GPU number N.
+    Cuda(usize),
+}
+
+pub(crate) fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    match s {
+        "cpu" => Ok(DeviceSpec::Cpu),
+        "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
+            _ => Err(format!("{s:?} is not a device: cpu, cuda or cuda:N")),
+        },
+    }
 }
 
 impl ComputeArgs {
+    /// Opens the device asked for (`--device`).
+    pub fn device(&self) -> Result<crate::session::Device> {
+        crate::session::Device::open(self.device)
+    }
+
     /// Configures the global rayon pool.
     pub fn apply(&self) -> Result<()> {
         if let Some(n) = self.threads {

@@ -2,8 +2,9 @@
 //! and spread printed next to the published figure.
 
 use crate::common::{write_json_atomic, ComputeArgs, DataArgs, LoadedMnist};
+use crate::on_device;
 use crate::presets::{self, Preset};
-use crate::session::{device, execute, print_result};
+use crate::session::{execute, print_result, Device};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engram_cl::config::RunConfig;
@@ -62,6 +63,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         bail!("--seeds must be at least 1");
     }
     a.compute.apply()?;
+    let device = a.compute.device()?;
     let preset: &Preset = presets::find(&a.preset).with_context(|| format!("no preset {:?}", a.preset))?;
     let name = preset.name.clone();
     let jobs: Vec<Job> = preset
@@ -79,7 +81,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     let mut expected = 0.0;
     for j in &jobs {
         if let Ok(sc) = shared.scenario(&j.spec) {
-            let secs = engram_cl::estimate::estimate_seconds(&device(), &sc, &j.cfg, 5)?;
+            let secs = on_device!(&device, be => engram_cl::estimate::estimate_seconds(be, &sc, &j.cfg, 5))?;
             expected += secs * a.seeds as f64;
         }
     }
@@ -102,7 +104,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
             let mut cfg = j.cfg.clone();
             cfg.seed = seed;
             let label = format!("[{} seed {seed}] ", j.label);
-            let (sc, res) = match run_one(&shared, &spec, &cfg, a.quiet, &label) {
+            let (sc, res) = match run_one(&device, &shared, &spec, &cfg, a.quiet, &label) {
                 Ok(x) => x,
                 Err(e) => {
                     let msg = format!("{e:#}");
@@ -245,6 +247,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
 /// Builds the scenario and trains one run; an error or a panic comes back as an error, so that
 /// `reproduce` can report the run as failed and go on with the others.
 fn run_one(
+    device: &Device,
     shared: &LoadedMnist,
     spec: &ScenarioSpec,
     cfg: &RunConfig,
@@ -253,7 +256,7 @@ fn run_one(
 ) -> Result<(engram_cl::scenario::Scenario, engram_cl::run::RunResult)> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_> {
         let sc = shared.scenario(spec)?;
-        let res = execute(&sc, cfg, quiet, label)?;
+        let res = execute(device, &sc, cfg, quiet, label)?;
         Ok((sc, res))
     }));
     match attempt {
@@ -309,16 +312,17 @@ mod tests {
         let (mut spec, cfg) = presets::find("gem-permuted-mnist").unwrap().job[0].resolve(0, false).unwrap();
         spec.tasks = 2;
         spec.samples_per_task = Some(50);
-        let ok = run_one(&shared, &spec, &cfg, true, "");
+        let device = crate::session::Device::open(crate::common::DeviceSpec::Cpu).unwrap();
+        let ok = run_one(&device, &shared, &spec, &cfg, true, "");
         assert!(ok.is_ok(), "{:?}", ok.err());
         // Divergence (an error from the run).
         let mut diverging = cfg.clone();
         diverging.optimizer = engram_si::Optimizer::Sgd { lr: 1e30 };
-        let Err(e) = run_one(&shared, &spec, &diverging, true, "") else { panic!("diverges") };
+        let Err(e) = run_one(&device, &shared, &spec, &diverging, true, "") else { panic!("diverges") };
         assert!(format!("{e:#}").contains("NaN"), "{e:#}");
         // A scenario that cannot be built.
         let bad = ScenarioSpec { tasks: 0, ..spec.clone() };
-        let Err(e) = run_one(&shared, &bad, &cfg, true, "") else { panic!("no task") };
+        let Err(e) = run_one(&device, &shared, &bad, &cfg, true, "") else { panic!("no task") };
         assert!(format!("{e:#}").contains("at least one task"), "{e:#}");
     }
 }

@@ -346,11 +346,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         crate::ckpt::prepare_dir(d)?;
     }
     a.compute.apply()?;
+    let device = a.compute.device()?;
     let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
     let start = match &a.init_from {
         Some(p) => crate::ckpt::init_from(p, &sc, &cfg)?,
         None => Start::Fresh,
     };
-    let res = execute_with(&sc, &spec, &cfg, start, a.checkpoint_dir.as_deref(), &outputs, a.quiet)?;
+    let res = execute_with(&device, &sc, &spec, &cfg, start, a.checkpoint_dir.as_deref(), &outputs, a.quiet)?;
     finish(&spec, &sc, &cfg, &res, &outputs)
 }

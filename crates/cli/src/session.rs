@@ -2,7 +2,7 @@
 //! the run prints and writes at its end. Used by `engram run`, `resume`, `reproduce` and
 //! `sweep`.
 
-use crate::common::{progress, write_json_atomic};
+use crate::common::{progress, write_json_atomic, DeviceSpec};
 use anyhow::{Context, Result};
 use engram_cl::config::RunConfig;
 use engram_cl::run::{self, Checkpointing, Event, RunResult, Start};
@@ -10,18 +10,61 @@ use engram_cl::scenario::{Scenario, ScenarioSpec};
 use engram_cl::{output, report};
 use engram_nn::Cpu;
 
-/// The backend runs use: the CPU (rayon + matrixmultiply), `f32`.
-pub fn device() -> Cpu<f32> {
-    Cpu::new()
+/// The backend a command runs on (`--device`).
+#[derive(Clone, Debug)]
+pub enum Device {
+    /// The CPU (rayon + matrixmultiply), f32.
+    Cpu(Cpu<f32>),
+    /// A CUDA GPU.
+    #[cfg(feature = "cuda")]
+    Cuda(engram_tape::cuda::Cuda),
+}
+
+impl Device {
+    /// Opens `spec`: the CPU always; a GPU when this engram is built with CUDA and the machine
+    /// has the driver, the libraries and the GPU (otherwise an error that says what is missing).
+    pub fn open(spec: DeviceSpec) -> Result<Self> {
+        match spec {
+            DeviceSpec::Cpu => Ok(Device::Cpu(Cpu::new())),
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(n) => Ok(Device::Cuda(
+                engram_tape::cuda::Cuda::new(n).with_context(|| format!("cannot use --device cuda:{n}"))?,
+            )),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(n) => anyhow::bail!(
+                "--device cuda:{n}: this engram was built without CUDA support; build it with \
+                 `cargo build --release --features cuda` (no CUDA toolkit needed to build), or run with --device cpu"
+            ),
+        }
+    }
+}
+
+/// Runs `$body` with `$be` bound to the device's backend (each arm its own monomorphised copy).
+#[macro_export]
+macro_rules! on_device {
+    ($device:expr, $be:ident => $body:expr) => {
+        match $device {
+            $crate::session::Device::Cpu(b) => {
+                let $be = b;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::session::Device::Cuda(b) => {
+                let $be = b;
+                $body
+            }
+        }
+    };
 }
 
 /// Runs one configuration with a progress bar; prints nothing else.
-pub fn execute(sc: &Scenario, cfg: &RunConfig, quiet: bool, label: &str) -> Result<RunResult> {
-    execute_from(sc, cfg, Start::Fresh, None, quiet, label)
+pub fn execute(device: &Device, sc: &Scenario, cfg: &RunConfig, quiet: bool, label: &str) -> Result<RunResult> {
+    execute_from(device, sc, cfg, Start::Fresh, None, quiet, label)
 }
 
 /// [`execute`] from `start`, with optional checkpointing.
 pub fn execute_from(
+    device: &Device,
     sc: &Scenario,
     cfg: &RunConfig,
     start: Start,
@@ -31,7 +74,7 @@ pub fn execute_from(
 ) -> Result<RunResult> {
     let mut pb = progress(0, true);
     let mut desc = String::new();
-    let res = run::run_with(&device(), sc, cfg, start, ckpt, |e| match e {
+    let on_event = |e: Event| match e {
         Event::TaskStart { task, name, steps, done } => {
             pb = progress(steps as u64, quiet);
             pb.set_position(done as u64);
@@ -52,7 +95,8 @@ pub fn execute_from(
                 eprintln!("{label}after {desc}: [{}]", shown.join(" "));
             }
         }
-    });
+    };
+    let res = on_device!(device, be => run::run_with(be, sc, cfg, start, ckpt, on_event));
     pb.finish_and_clear();
     Ok(res?)
 }
@@ -123,7 +167,9 @@ pub struct Outputs {
 }
 
 /// Runs with a progress bar from `start`, checkpointing into `ckpt_dir` when given.
+#[allow(clippy::too_many_arguments)]
 pub fn execute_with(
+    device: &Device,
     sc: &Scenario,
     spec: &ScenarioSpec,
     cfg: &RunConfig,
@@ -132,7 +178,7 @@ pub fn execute_with(
     outputs: &Outputs,
     quiet: bool,
 ) -> Result<RunResult> {
-    let Some(dir) = ckpt_dir else { return execute_from(sc, cfg, start, None, quiet, "") };
+    let Some(dir) = ckpt_dir else { return execute_from(device, sc, cfg, start, None, quiet, "") };
     let keep = outputs.keep_checkpoints.max(1);
     let mut save = |ck: &engram_ckpt::Checkpoint, steps: u64| -> std::result::Result<(), String> {
         let name = engram_ckpt::name_for(steps);
@@ -146,7 +192,7 @@ pub fn execute_with(
         cli: serde_json::to_value(outputs).expect("serializable outputs"),
         save: &mut save,
     };
-    execute_from(sc, cfg, start, Some(ck), quiet, "")
+    execute_from(device, sc, cfg, start, Some(ck), quiet, "")
 }
 
 /// Prints the tables and writes the files a run was asked for.

@@ -40,6 +40,8 @@
 #![warn(missing_docs)]
 
 mod consolidate;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod fused;
 mod kernels;
 pub mod reference;

@@ -5,9 +5,21 @@
 
 use std::fmt::{Debug, Display};
 
+/// What the CUDA backend needs of a buffer element: a plain value cudarc can copy to and from the
+/// device and zero-fill (nothing at all without the `cuda` feature).
+#[cfg(feature = "cuda")]
+pub trait DeviceCopy: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Unpin {}
+#[cfg(feature = "cuda")]
+impl<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Unpin> DeviceCopy for T {}
+/// What the CUDA backend needs of a buffer element (nothing without the `cuda` feature).
+#[cfg(not(feature = "cuda"))]
+pub trait DeviceCopy {}
+#[cfg(not(feature = "cuda"))]
+impl<T> DeviceCopy for T {}
+
 /// A plain value a backend buffer holds: `f32`, `f64`, `u32` (labels, row indices, pixel maps,
 /// counts) or `u64` (positions).
-pub trait Element: Copy + Default + PartialEq + Debug + Send + Sync + 'static {
+pub trait Element: DeviceCopy + Copy + Default + PartialEq + Debug + Send + Sync + 'static {
     /// `"f32"`, `"f64"`, `"u32"` or `"u64"`: the suffix of kernel names (`{op}_{dtype}`).
     const NAME: &'static str;
 }

@@ -30,12 +30,15 @@
 mod backend;
 pub mod counting;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod element;
 mod ops;
 mod tape;
 mod tensor;
+pub mod test_device;
 
 pub use backend::{Backend, BackendError, PixelMap, Result};
-pub use element::{bytes_of, Element, Float};
+pub use element::{bytes_of, DeviceCopy, Element, Float};
 pub use tape::{Grads, Tape, Var};
 pub use tensor::{Tensor, View, ViewMut};

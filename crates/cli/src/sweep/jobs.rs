@@ -64,7 +64,8 @@ pub(super) fn execute_job(shared: &LoadedMnist, spec: &SweepSpec, job: &Job, fp:
         "select_tasks": if job.phase == Phase::Select { spec.select_tasks } else { None },
         "fingerprint": fp,
     });
-    match execute(&sc, &cfg, true, "") {
+    let device = Device::open(spec.device)?;
+    match execute(&device, &sc, &cfg, true, "") {
         Ok(res) => {
             let mut v = output::run_json(&scn, &sc, &cfg, &res, false);
             v["sweep"] = sweep;

@@ -18,10 +18,11 @@
 //! DIR/sweep.png           ACC against the first swept hyperparameter
 //! ```
 
+use crate::common::DeviceSpec;
 use crate::common::LoadedMnist;
 use crate::common::{write_json_atomic, DataArgs};
 use crate::run::RunArgs;
-use crate::session::execute;
+use crate::session::{execute, Device};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use engram_cl::methods::Method;
@@ -102,8 +103,8 @@ struct SweepSpec {
     /// Seeds 0, 1, ..., N-1 for every setting.
     #[arg(long, default_value_t = 3, value_name = "N")]
     seeds: u64,
-    /// Whole runs side by side (default: one per core). Each run keeps its own determinism:
-    /// results do not depend on --jobs or --threads.
+    /// Whole runs side by side (default: one per core on the CPU, one at a time on a GPU). Each
+    /// run keeps its own determinism: results do not depend on --jobs or --threads.
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
     /// Worker threads of each run (default: cores / jobs, at least 1). Keep jobs x threads at
@@ -140,6 +141,10 @@ struct SweepSpec {
     /// No per-run lines on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Where each run computes: cpu (the default), or cuda / cuda:N (builds with `--features
+    /// cuda`). With a GPU, --jobs N runs N runs side by side on it, each with its own context.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = crate::common::parse_device)]
+    device: DeviceSpec,
     #[command(flatten)]
     data: DataArgs,
     /// Flags given to every run, as `engram run` takes them, after `--` (e.g. `-- --epochs 2
@@ -149,8 +154,8 @@ struct SweepSpec {
 }
 
 /// Flags a sweep sets itself: neither --grid keys nor run flags after `--`.
-const RESERVED: [&str; 10] =
-    ["seed", "out", "csv", "plot", "threads", "data-dir", "no-verify", "scenario", "method", "quiet"];
+const RESERVED: [&str; 11] =
+    ["seed", "out", "csv", "plot", "threads", "data-dir", "no-verify", "scenario", "method", "quiet", "device"];
 
 /// One setting of the grid: (key, value) in --grid order.
 type Setting = Vec<(String, String)>;
@@ -366,8 +371,10 @@ fn sweep(spec: SweepSpec) -> Result<()> {
             bail!("--select-tasks must lie in 1..={} for {}", scn.tasks, spec.scenario().name());
         }
     }
+    // Fail now, not in the first run, when the device cannot be used.
+    Device::open(spec.device)?;
     let cores = cores();
-    let n_jobs = spec.jobs.unwrap_or(cores);
+    let n_jobs = spec.jobs.unwrap_or(if spec.device == DeviceSpec::Cpu { cores } else { 1 });
     if n_jobs == 0 {
         bail!("--jobs must be at least 1");
     }
