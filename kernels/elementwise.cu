@@ -42,6 +42,15 @@ extern "C" __global__ void add_row_f32(const float* x, const float* row, float* 
     GRID_STRIDE(i, rows * cols) out[i] = x[i] + row[i % cols];
 }
 
+// y[r][c] = y[r][c] + bias[c], then max(., 0) when relu (NaN gives 0): add_row then relu, in
+// place, in one pass.
+extern "C" __global__ void add_bias_f32(float* y, const float* bias, int relu, u64 rows, u64 cols) {
+    GRID_STRIDE(i, rows * cols) {
+        float v = y[i] + bias[i % cols];
+        y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+
 // Every element s * g[0] (the backward of sum and mean).
 extern "C" __global__ void broadcast_scalar_f32(const float* g, float s, float* out, u64 n) {
     GRID_STRIDE(i, n) out[i] = s * g[0];

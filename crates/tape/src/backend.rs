@@ -128,6 +128,10 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     ) -> Result<()>;
     /// `out = x + row`, the `1 x cols` row broadcast over the rows of `x` (bias add).
     fn add_row(&self, x: View<'_, Self>, row: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
+    /// `y = y + bias` (the `1 x cols` bias broadcast over the rows of `y`), then `max(y, 0)`
+    /// when `relu`: a dense layer's bias and activation in one pass over its product, in place.
+    /// Element for element the same arithmetic as [`Backend::add_row`] then [`Backend::relu`].
+    fn add_bias(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()>;
     /// `out (+)= column sums of x`: `rows x cols -> 1 x cols` (the bias gradient), rows in order.
     fn sum_rows(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, accumulate: bool) -> Result<()>;
 

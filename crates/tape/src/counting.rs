@@ -153,6 +153,9 @@ impl<B: Backend> Backend for Counting<B> {
     fn add_row(&self, x: View<'_, Self>, row: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()> {
         self.inner.add_row(iv(x), iv(row), im(out))
     }
+    fn add_bias(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()> {
+        self.inner.add_bias(im(y), iv(bias), relu)
+    }
     fn sum_rows(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, accumulate: bool) -> Result<()> {
         self.inner.sum_rows(iv(x), im(out), accumulate)
     }

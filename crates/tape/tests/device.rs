@@ -138,6 +138,29 @@ fn add_row<B: Backend<T = f32>>(be: &B) {
     });
 }
 
+/// `add_bias`: the bias added in place, then the ReLU when asked (`add_row` then `relu` in one
+/// pass), on a window of rows of a larger buffer (the rows around it untouched).
+fn add_bias<B: Backend<T = f32>>(be: &B) {
+    cases(48, 70, |r, c, s| {
+        let (x, bias) = (values(r * c, s), values(c, s ^ 1));
+        for relu in [false, true] {
+            let (got, cpu) = on_both!(be, |d| {
+                let mut y = up(d, r + 2, c, &[vec![9.0f32; c], x.clone(), vec![9.0f32; c]].concat());
+                d.add_bias(y.view_mut().rows(1, r + 1), up(d, 1, c, &bias).view(), relu).unwrap();
+                down(d, &y)
+            });
+            let mut want = vec![9.0f64; c];
+            want.extend((0..r * c).map(|i| {
+                let v = x[i] + bias[i % c];
+                (if relu && v <= 0.0 { 0.0 } else { v }) as f64
+            }));
+            want.extend(vec![9.0f64; c]);
+            check("add_bias", &got, &cpu, &want, |_| 0.0, 0.0)?;
+        }
+        Ok(())
+    });
+}
+
 /// `fill`, `copy` and `broadcast_scalar` into windows of a larger buffer (the rest untouched),
 /// and the upload / download round trip.
 fn fill_copy_broadcast<B: Backend<T = f32>>(be: &B) {
@@ -452,6 +475,7 @@ test_device!(
     relu_backward,
     accumulate,
     add_row,
+    add_bias,
     fill_copy_broadcast,
     sum_rows,
     sum_all,

@@ -6,7 +6,7 @@ use crate::checkpoint;
 use crate::data::EpochOrder;
 use crate::methods::Strategy;
 use crate::state::{Progress, Run, RunBackend, RunError, RunState};
-use engram_nn::Batch;
+use engram_nn::{Batch, StepBuffers};
 use engram_tape::{Tensor, ViewMut};
 use rand::seq::SliceRandom;
 use std::time::Instant;
@@ -116,6 +116,7 @@ impl Phase<'_> {
         let mut order = EpochOrder::new(be, data, self.tasks, n)?;
         let rows = cfg.batch.min(n).max(1);
         let mut x = Tensor::<B>::zeros(be, rows, data.dim)?;
+        let mut step_buffers = StepBuffers::new(be, run.model, rows)?;
         let mut row_masks =
             if order.tasks.is_some() { Some(Tensor::<B>::zeros(be, rows, run.scenario.outputs)?) } else { None };
         let phase_mask = if self.tasks.len() == 1 { data.masks[self.task].as_ref() } else { None };
@@ -141,7 +142,7 @@ impl Phase<'_> {
                 let batch = Batch { x: x.view().rows(0, end - start), labels: order.labels(start, end), mask };
                 let (loss, penalty) = losses.slots();
                 let grad = ViewMut::row_of(be, &mut st.grad);
-                let times = engram_nn::loss_and_grad(be, run.model, &st.theta, batch, grad, loss)?;
+                let times = step_buffers.loss_and_grad(be, run.model, &st.theta, batch, grad, loss)?;
                 st.profile.forward += times.forward.as_secs_f64();
                 st.profile.backward += times.backward.as_secs_f64();
                 strategy.adjust_gradient(run, st, self.task, &samples[start..end])?;

@@ -1,4 +1,4 @@
-//! Element-wise kernels: `out = f(a, b)`, `out = f(a)`, `acc += x`, and the bias add. Parallel
+//! Element-wise kernels: `out = f(a, b)`, `out = f(a)`, `acc += x`, and the bias adds. Parallel
 //! over fixed chunks above [`PAR_ELEMS`] elements; each element's arithmetic is independent of
 //! the split.
 
@@ -74,6 +74,27 @@ pub(crate) fn add_row<T: CpuFloat>(x: View<'_, Cpu<T>>, row: View<'_, Cpu<T>>, o
     for (orow, xrow) in o.chunks_exact_mut(cols).zip(xs.chunks_exact(cols)) {
         for ((o, &v), &b) in orow.iter_mut().zip(xrow).zip(r) {
             *o = v + b;
+        }
+    }
+}
+
+/// `y[i, j] = y[i, j] + bias[j]`, then `max(., 0)` when `relu` (NaN gives 0, as `relu` does).
+pub(crate) fn add_bias<T: CpuFloat>(y: ViewMut<'_, Cpu<T>>, bias: View<'_, Cpu<T>>, relu: bool) {
+    assert_eq!(bias.rows, 1, "add_bias: the bias must be 1 x cols");
+    assert_eq!(bias.cols, y.cols, "add_bias: {} columns vs {}", bias.cols, y.cols);
+    let cols = y.cols;
+    if cols == 0 {
+        return;
+    }
+    let (ys, b) = (elems_mut(y), elems(&bias));
+    for row in ys.chunks_exact_mut(cols) {
+        if relu {
+            for (v, &c) in row.iter_mut().zip(b) {
+                let s = *v + c;
+                *v = if s > T::zero() { s } else { T::zero() };
+            }
+        } else {
+            row.iter_mut().zip(b).for_each(|(v, &c)| *v += c);
         }
     }
 }

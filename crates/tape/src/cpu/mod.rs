@@ -194,6 +194,11 @@ impl<T: CpuFloat> Backend for Cpu<T> {
         Ok(())
     }
 
+    fn add_bias(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()> {
+        elementwise::add_bias(y, bias, relu);
+        Ok(())
+    }
+
     fn sum_rows(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, accumulate: bool) -> Result<()> {
         reduce::sum_rows(x, out, accumulate);
         Ok(())

@@ -144,6 +144,19 @@ impl Cuda {
         Ok(())
     }
 
+    pub(super) fn add_bias_kernel(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()> {
+        assert_eq!(bias.rows, 1, "add_bias: the bias must be 1 x cols");
+        assert_eq!(bias.cols, y.cols, "add_bias: {} columns vs {}", bias.cols, y.cols);
+        let n = y.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (rows, cols, relu) = (y.rows as u64, y.cols as u64, i32::from(relu));
+        let (mut yv, bv) = (view_mut(y), view(&bias));
+        cuda_launch!(self, "add_bias_f32", grid(n), &mut yv, &bv, &relu, &rows, &cols);
+        Ok(())
+    }
+
     pub(super) fn sum_rows_kernel(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, accumulate: bool) -> Result<()> {
         assert_eq!(out.shape(), (1, x.cols), "sum_rows: output {:?} for {} columns", out.shape(), x.cols);
         if x.cols == 0 {

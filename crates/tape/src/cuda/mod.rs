@@ -283,6 +283,10 @@ impl Backend for Cuda {
         self.add_row_kernel(x, row, out)
     }
 
+    fn add_bias(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()> {
+        self.add_bias_kernel(y, bias, relu)
+    }
+
     fn sum_rows(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, accumulate: bool) -> Result<()> {
         self.sum_rows_kernel(x, out, accumulate)
     }
