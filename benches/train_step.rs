@@ -1,8 +1,8 @@
 //! One training step of the MLP, and the matrix products it is made of, in GFLOP/s.
 //!
-//! Three groups, all on the CPU backend (`Cpu::<f32>`, rayon over every core):
+//! Three groups and a table, all on the CPU backend (`Cpu::<f32>`, rayon over every core):
 //! - `train_step`: one full step exactly as `engram train` and the run take it: the batch copied
-//!   into the step's input buffer, `engram_nn::loss_and_grad` (forward, masked softmax
+//!   into the step's input buffer, `StepBuffers::loss_and_grad` (forward, masked softmax
 //!   cross-entropy, backward, every layer's gradient written in place into the flat gradient
 //!   vector) then the fused step with Adam 1e-3 (`OptimizerState::step`). The 784-256-256-10 MLP
 //!   at batch 64 and 256, and the Permuted MNIST network 784-2000-2000-10 at batch 256.
@@ -10,6 +10,9 @@
 //! - `train_step_parts`: where the step's time goes: `loss_and_grad` alone, the Adam update alone,
 //!   and every matrix product of the step run back to back without the tape (the floor that
 //!   the step's element-wise work, copies and bookkeeping sit on top of).
+//! - `step_vs_floor` (printed, not a criterion group): the full step at batch 64 and 256 against
+//!   its floor, the matrix products back to back plus the fused step alone, measured
+//!   interleaved in the same run, and their ratio.
 //!
 //! FLOP count of one step (multiply and add counted separately; element-wise ops, the softmax,
 //! bias sums and the optimizer are ignored), for a batch of `B` rows and layers `in_l x out_l`:
@@ -41,7 +44,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use engram_nn::{Backend, Batch, Cpu, Init, Mlp, Tensor, ViewMut};
+use engram_nn::{Backend, Batch, Cpu, Init, Mlp, StepBuffers, Tensor, ViewMut};
 use engram_si::{Optimizer, OptimizerState};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -101,6 +104,7 @@ struct Trainer {
     y: Tensor<Cpu<f32>, u32>,
     loss: Tensor<Cpu<f32>>,
     penalty: Tensor<Cpu<f32>, f64>,
+    buffers: StepBuffers<Cpu<f32>>,
     labels: Labels,
     next: usize,
 }
@@ -124,6 +128,7 @@ impl Trainer {
             y: Tensor::zeros(&be, 1, batch).unwrap(),
             loss: Tensor::zeros(&be, 1, 1).unwrap(),
             penalty: Tensor::zeros(&be, 1, 1).unwrap(),
+            buffers: StepBuffers::new(&be, &model, batch).unwrap(),
             labels: Labels::new(1, batch),
             next: 0,
             model,
@@ -143,7 +148,7 @@ impl Trainer {
         be.upload_into(self.labels.next(), self.y.view_mut()).unwrap();
         let batch = Batch { x: self.x.view(), labels: self.y.view(), mask: None };
         let grad = ViewMut::row_of(&be, &mut self.grad);
-        engram_nn::loss_and_grad(&be, &self.model, &self.theta, batch, grad, self.loss.view_mut()).unwrap();
+        self.buffers.loss_and_grad(&be, &self.model, &self.theta, batch, grad, self.loss.view_mut()).unwrap();
         self.loss.buf[0]
     }
 
@@ -188,6 +193,12 @@ fn matmul(a: &Array2<f32>, ta: bool, b: &Array2<f32>, tb: bool) -> Array2<f32> {
     let m = if ta { a.ncols() } else { a.nrows() };
     let n = if tb { b.nrows() } else { b.ncols() };
     let mut c = Array2::zeros((m, n));
+    matmul_into(a, ta, b, tb, &mut c);
+    c
+}
+
+/// `C = op(A) op(B)` into `c`, through the CPU backend's matrix product.
+fn matmul_into(a: &Array2<f32>, ta: bool, b: &Array2<f32>, tb: bool, c: &mut Array2<f32>) {
     engram_tape::cpu::matmul(
         a.as_slice().expect("standard layout"),
         a.dim(),
@@ -198,7 +209,6 @@ fn matmul(a: &Array2<f32>, ta: bool, b: &Array2<f32>, tb: bool) -> Array2<f32> {
         c.as_slice_mut().expect("standard layout"),
         false,
     );
-    c
 }
 
 /// A matrix of uniform values in [-1, 1).
@@ -263,10 +273,14 @@ fn bench_matmul(c: &mut Criterion) {
     group.finish();
 }
 
-/// Every matrix product of one step of `sizes` at `batch`, on fixed operands, with no tape.
+/// Every matrix product of one step of `sizes` at `batch`, on fixed operands, with no tape,
+/// into output buffers allocated once (the floor has no allocation either).
 struct StepMatmuls {
     /// Per layer: input `B x in`, weight `in x out`, output gradient `B x out`.
     layers: Vec<(Array2<f32>, Array2<f32>, Array2<f32>)>,
+    /// Per layer: the forward product `B x out`, the weight gradient `in x out`, the input
+    /// gradient `B x in`.
+    outputs: Vec<(Array2<f32>, Array2<f32>, Array2<f32>)>,
 }
 
 impl StepMatmuls {
@@ -276,21 +290,75 @@ impl StepMatmuls {
             .windows(2)
             .map(|w| (random(batch, w[0], &mut rng), random(w[0], w[1], &mut rng), random(batch, w[1], &mut rng)))
             .collect();
-        Self { layers }
+        let outputs = sizes
+            .windows(2)
+            .map(|w| (Array2::zeros((batch, w[1])), Array2::zeros((w[0], w[1])), Array2::zeros((batch, w[0]))))
+            .collect();
+        Self { layers, outputs }
     }
 
-    fn run(&self) -> f32 {
+    fn run(&mut self) -> f32 {
         let mut acc = 0.0;
-        for (x, w, _) in &self.layers {
-            acc += matmul(x, false, w, false)[[0, 0]];
+        for ((x, w, _), (y, _, _)) in self.layers.iter().zip(&mut self.outputs) {
+            matmul_into(x, false, w, false, y);
+            acc += y[[0, 0]];
         }
-        for (i, (x, w, dy)) in self.layers.iter().enumerate().rev() {
-            acc += matmul(x, true, dy, false)[[0, 0]];
+        for (i, ((x, w, dy), (_, dw, dx))) in self.layers.iter().zip(&mut self.outputs).enumerate().rev() {
+            matmul_into(x, true, dy, false, dw);
+            acc += dw[[0, 0]];
             if i > 0 {
-                acc += matmul(dy, false, w, true)[[0, 0]];
+                matmul_into(dy, false, w, true, dx);
+                acc += dx[[0, 0]];
             }
         }
         acc
+    }
+}
+
+/// The median of `xs` (sorted in place).
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The training step against its floor, measured in the same run, interleaved: per round, a
+/// block of full steps, a block of the step's matrix products back to back and a block of the
+/// fused step alone (the Adam update), each timed; the medians over rounds, and the ratio
+/// `step / (matmuls + fused step)` (issue 16: within 1.3). Printed as a table; criterion's own
+/// samples of the same three are in the groups above.
+fn bench_step_vs_floor(_c: &mut Criterion) {
+    const ROUNDS: usize = 30;
+    const BLOCK: u64 = 40;
+    println!("\nstep_vs_floor (784-256-256-10, medians of {ROUNDS} interleaved rounds of {BLOCK} calls, per call):");
+    println!("{:>6} {:>10} {:>10} {:>12} {:>8}", "batch", "step ms", "matmuls ms", "fused ms", "ratio");
+    for batch in BATCHES {
+        let mut tr = Trainer::new(&SMALL, batch);
+        let mut mm = StepMatmuls::new(&SMALL, batch);
+        let mut upd = Trainer::new(&SMALL, batch);
+        upd.loss_grad();
+        let (mut step, mut prod, mut fused) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..=ROUNDS {
+            let per_call = |d: Duration| d.as_secs_f64() * 1e3 / BLOCK as f64;
+            let s = per_call(tr.timed_steps(BLOCK));
+            let t = Instant::now();
+            for _ in 0..BLOCK {
+                black_box(mm.run());
+            }
+            let p = per_call(t.elapsed());
+            let t = Instant::now();
+            for _ in 0..BLOCK {
+                upd.update();
+            }
+            let f = per_call(t.elapsed());
+            // Round 0 warms caches and the thread pool.
+            if round > 0 {
+                step.push(s);
+                prod.push(p);
+                fused.push(f);
+            }
+        }
+        let (s, p, f) = (median(&mut step), median(&mut prod), median(&mut fused));
+        println!("{batch:>6} {s:>10.3} {p:>10.3} {f:>12.3} {:>8.2}", s / (p + f));
     }
 }
 
@@ -302,7 +370,7 @@ fn bench_parts(c: &mut Criterion) {
         let mut tr = Trainer::new(&SMALL, batch);
         group.throughput(Throughput::Elements(flops));
         group.bench_function(BenchmarkId::new("loss_and_grad", batch), |b| b.iter(|| black_box(tr.loss_grad())));
-        let mm = StepMatmuls::new(&SMALL, batch);
+        let mut mm = StepMatmuls::new(&SMALL, batch);
         group.bench_function(BenchmarkId::new("matmuls_only", batch), |b| b.iter(|| black_box(mm.run())));
     }
     // The update does not depend on the batch: once per network.
@@ -315,5 +383,5 @@ fn bench_parts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_train_step, bench_matmul, bench_parts);
+criterion_group!(benches, bench_train_step, bench_matmul, bench_parts, bench_step_vs_floor);
 criterion_main!(benches);

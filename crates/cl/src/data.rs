@@ -17,6 +17,9 @@ use engram_nn::{Samples, TaskMask};
 use engram_tape::{Backend, PixelMap, Result, Tensor, View, ViewMut};
 use std::sync::Arc;
 
+/// Images rotated and uploaded at a time (3 MB of host staging).
+const ROTATE_CHUNK: usize = 1024;
+
 /// One split of one task on the backend.
 pub struct SampleSet<B: Backend> {
     /// The row of each sample in [`TaskData`]'s images (`1 x len`).
@@ -29,6 +32,8 @@ pub struct SampleSet<B: Backend> {
     pub host_rows: Vec<u32>,
     /// See `host_rows`.
     pub host_labels: Vec<u32>,
+    /// `Some(r)` when the rows are `r, r + 1, ...` (read in place by an evaluation).
+    pub first_row: Option<usize>,
 }
 
 impl<B: Backend> SampleSet<B> {
@@ -120,12 +125,19 @@ impl<B: Backend<T = f32>> TaskData<B> {
             for view in [&task.train, &task.test] {
                 let source = match view.transform {
                     Transform::Rotate(_) => {
+                        // Rotated and uploaded a few thousand images at a time: the host's
+                        // staging stays small (a 10,000-image test set would double the memory).
                         let offset = at;
-                        let mut x = Vec::with_capacity(view.len() * dim);
-                        let mut y = Vec::with_capacity(view.len());
-                        view.fill(0..view.len(), &mut x, &mut y);
-                        be.upload_into(&x, ViewMut::new(&mut images.buf, at * dim, view.len(), dim))?;
-                        at += view.len();
+                        let mut x = Vec::with_capacity(ROTATE_CHUNK.min(view.len()) * dim);
+                        let mut y = Vec::with_capacity(ROTATE_CHUNK);
+                        for start in (0..view.len()).step_by(ROTATE_CHUNK) {
+                            let end = (start + ROTATE_CHUNK).min(view.len());
+                            x.clear();
+                            y.clear();
+                            view.fill(start..end, &mut x, &mut y);
+                            be.upload_into(&x, ViewMut::new(&mut images.buf, at * dim, end - start, dim))?;
+                            at += end - start;
+                        }
                         Source::Own { offset }
                     }
                     _ => {
@@ -206,6 +218,7 @@ impl<B: Backend<T = f32>> TaskData<B> {
             labels: set.labels.view(),
             map: self.map(set.map),
             mask: self.masks[task].as_ref().map(Tensor::view),
+            first_row: set.first_row,
         }
     }
 
@@ -222,12 +235,15 @@ fn sample_set<B: Backend<T = f32>>(be: &B, view: &HostView, source: &Source, map
         Source::Own { offset } => (0..n).map(|p| (offset + p) as u32).collect(),
     };
     let host_labels: Vec<u32> = (0..n).map(|p| view.label(p)).collect();
+    let first_row =
+        host_rows.first().map(|&r| r as usize).filter(|&r| host_rows.iter().zip(r..).all(|(&x, i)| x as usize == i));
     Ok(SampleSet {
         rows: Tensor::from_host(be, 1, n, &host_rows)?,
         labels: Tensor::from_host(be, 1, n, &host_labels)?,
         map,
         host_rows,
         host_labels,
+        first_row,
     })
 }
 

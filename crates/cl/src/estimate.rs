@@ -33,9 +33,10 @@ pub fn estimate_seconds<B: RunBackend>(
     let y = Tensor::<B, u32>::from_host(be, 1, batch, &y)?;
     let mut loss = Tensor::<B>::zeros(be, 1, 1)?;
     let mut penalty = Tensor::<B, f64>::zeros(be, 1, 1)?;
+    let mut buffers = engram_nn::StepBuffers::new(be, &model, batch)?;
     let mut one = || -> Result<(), RunError> {
         let b = Batch { x: x.view(), labels: y.view(), mask: None };
-        engram_nn::loss_and_grad(be, &model, &theta, b, ViewMut::row_of(be, &mut grad), loss.view_mut())?;
+        buffers.loss_and_grad(be, &model, &theta, b, ViewMut::row_of(be, &mut grad), loss.view_mut())?;
         optimizer.step(be, &mut theta, &grad, None, 0.0, None, penalty.view_mut())?;
         Ok(())
     };

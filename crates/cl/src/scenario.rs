@@ -9,6 +9,7 @@ use engram_mnist::Split;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -133,29 +134,26 @@ impl View {
     }
 
     /// Appends the transformed images and labels of the samples at `positions` to `x` and `y`.
+    /// Rotations run in parallel over the images (each image's arithmetic is its own: the same
+    /// values whatever the number of threads).
     pub fn fill(&self, positions: impl IntoIterator<Item = usize>, x: &mut Vec<f32>, y: &mut Vec<u32>) {
         let dim = self.split.dim;
-        // A rotation's taps are computed once per call, not once per image.
-        let rotator = match &self.transform {
-            Transform::Rotate(a) => Some(engram_mnist::Rotator::new(SIDE, SIDE, *a)),
-            _ => None,
-        };
-        for pos in positions {
-            let i = self.sample(pos);
-            let src = &self.split.images[i * dim..(i + 1) * dim];
-            match &self.transform {
-                Transform::Identity => x.extend_from_slice(src),
-                Transform::Permute(p) => x.extend(p.iter().map(|&j| src[j as usize])),
-                Transform::Rotate(_) => {
-                    let start = x.len();
-                    x.resize(start + dim, 0.0);
-                    if let Some(r) = &rotator {
-                        r.apply(src, &mut x[start..]);
-                    }
+        let samples: Vec<usize> = positions.into_iter().map(|pos| self.sample(pos)).collect();
+        let image = |i: usize| &self.split.images[i * dim..(i + 1) * dim];
+        match &self.transform {
+            Transform::Identity => samples.iter().for_each(|&i| x.extend_from_slice(image(i))),
+            Transform::Permute(p) => samples.iter().for_each(|&i| x.extend(p.iter().map(|&j| image(i)[j as usize]))),
+            Transform::Rotate(a) => {
+                // The rotation's taps are computed once per call, not once per image.
+                let rotator = engram_mnist::Rotator::new(SIDE, SIDE, *a);
+                let start = x.len();
+                x.resize(start + samples.len() * dim, 0.0);
+                if dim > 0 {
+                    x[start..].par_chunks_mut(dim).zip(&samples).for_each(|(dst, &i)| rotator.apply(image(i), dst));
                 }
             }
-            y.push(self.labels.apply(self.split.labels[i]));
         }
+        y.extend(samples.iter().map(|&i| self.labels.apply(self.split.labels[i])));
     }
 }
 

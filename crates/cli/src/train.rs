@@ -162,6 +162,7 @@ fn train_on<B: ConsolidationKernels>(
     let pb = progress((steps_per_epoch * a.epochs) as u64, a.quiet);
     pb.set_prefix("train");
     let mut epoch_losses = Vec::new();
+    let mut buffers = engram_nn::StepBuffers::new(be, model, a.batch.min(n).max(1))?;
     for epoch in 0..a.epochs {
         order.shuffle(rng);
         let rows: Vec<u32> = order.iter().map(|&i| i as u32).collect();
@@ -175,7 +176,7 @@ fn train_on<B: ConsolidationKernels>(
             let batch =
                 Batch { x: x.view().rows(0, end - start), labels: epoch_labels.view().range(start, end), mask: None };
             let loss = losses.view_mut().range(step, step + 1);
-            engram_nn::loss_and_grad(be, model, &theta, batch, ViewMut::row_of(be, &mut grad), loss)?;
+            buffers.loss_and_grad(be, model, &theta, batch, ViewMut::row_of(be, &mut grad), loss)?;
             optimizer.step(be, &mut theta, &grad, None, 0.0, None, penalty.view_mut())?;
             pb.inc(1);
         }
@@ -209,6 +210,7 @@ fn train_on<B: ConsolidationKernels>(
         labels: test_labels.view(),
         map: PixelMap::Identity,
         mask: None,
+        first_row: Some(0),
     };
     let acc = engram_nn::evaluate(be, model, &theta, samples, engram_nn::EVAL_CHUNK, false)?.accuracy();
     let eval_seconds = t_eval.elapsed().as_secs_f64();

@@ -1,8 +1,8 @@
 //! Evaluation: one routine for the accuracy matrix, the training-set accuracies and the SI
 //! diagnostics' losses.
 
-use crate::Mlp;
-use engram_tape::{Backend, Float, PixelMap, Result, Tape, Tensor, View, ViewMut};
+use crate::{Mlp, StepBuffers};
+use engram_tape::{Backend, Float, PixelMap, Result, Tensor, View, ViewMut};
 
 /// Rows per forward pass of [`evaluate`] (the chunks of the accuracy matrix).
 pub const EVAL_CHUNK: usize = 1000;
@@ -21,6 +21,9 @@ pub struct Samples<'a, B: Backend> {
     pub map: PixelMap<'a, B>,
     /// The classes the task may predict (`1 x classes`), or every output.
     pub mask: Option<View<'a, B>>,
+    /// `Some(r)` when `rows` is `r, r + 1, ...` and `map` the identity: the samples are read
+    /// in place, without a gather.
+    pub first_row: Option<usize>,
 }
 
 /// What [`evaluate`] measured.
@@ -55,8 +58,8 @@ impl Evaluation {
 }
 
 /// Accuracy (and with `with_loss` the mean masked cross-entropy) of `theta` on `samples`,
-/// forward only, in chunks of `chunk` rows gathered on the backend. The host receives two
-/// numbers per chunk.
+/// forward only ([`StepBuffers::forward`], buffers reused from chunk to chunk), in chunks of
+/// `chunk` rows gathered on the backend. The host receives two numbers per chunk.
 pub fn evaluate<B: Backend>(
     be: &B,
     model: &Mlp,
@@ -73,22 +76,25 @@ pub fn evaluate<B: Backend>(
     let chunks = n.div_ceil(chunk);
     let mut counts = Tensor::<B, u32>::zeros(be, 1, chunks)?;
     let mut losses = Tensor::<B>::zeros(be, 1, chunks)?;
-    let mut x = Tensor::<B>::zeros(be, chunk.min(n), model.inputs())?;
+    let in_place = samples.first_row.is_some() && matches!(samples.map, PixelMap::Identity);
+    let mut x = Tensor::<B>::zeros(be, if in_place { 0 } else { chunk.min(n) }, model.inputs())?;
+    let mut step = StepBuffers::new(be, model, chunk.min(n))?;
     for c in 0..chunks {
         let (start, end) = (c * chunk, ((c + 1) * chunk).min(n));
         let rows = end - start;
-        let xv = ViewMut::new(&mut x.buf, 0, rows, model.inputs());
-        be.gather_rows(samples.images, samples.rows.range(start, end), samples.map, xv)?;
-        let mut tape = Tape::new(be.clone());
-        let params = model.params(&mut tape, theta, false);
-        let xn = tape.constant_view(View::new(&x.buf, 0, rows, model.inputs()));
-        let logits = model.forward(&mut tape, &params, xn)?;
+        let input = match (samples.first_row, samples.map) {
+            (Some(r), PixelMap::Identity) => samples.images.rows(r + start, r + end),
+            _ => {
+                let xv = ViewMut::new(&mut x.buf, 0, rows, model.inputs());
+                be.gather_rows(samples.images, samples.rows.range(start, end), samples.map, xv)?;
+                View::new(&x.buf, 0, rows, model.inputs())
+            }
+        };
+        let logits = step.forward(be, model, theta, input)?;
         let labels = samples.labels.range(start, end);
-        be.count_correct(tape.value(logits), labels, samples.mask, counts.view_mut().range(c, c + 1))?;
+        be.count_correct(logits, labels, samples.mask, counts.view_mut().range(c, c + 1))?;
         if with_loss {
-            let mask = samples.mask.map(|m| tape.constant_view(m));
-            let l = tape.masked_xent(logits, labels, mask)?;
-            be.copy(tape.value(l), losses.view_mut().range(c, c + 1))?;
+            step.loss(be, model, labels, samples.mask, losses.view_mut().range(c, c + 1))?;
         }
     }
     let counts = counts.to_host(be)?;

@@ -25,4 +25,4 @@ pub use engram_tape::{cpu::Cpu, Backend, Float, Grads, PixelMap, Result, Tape, T
 pub use evaluate::{evaluate, Evaluation, Samples, EVAL_CHUNK};
 pub use init::{xavier_bound, Init, InitScheme};
 pub use mlp::{Dense, Mlp, TaskMask, Trace};
-pub use train_step::{loss_and_grad, Batch, StepBuffers, StepTimes};
+pub use train_step::{loss_and_grad, Batch, Block, StepBuffers, StepTimes};

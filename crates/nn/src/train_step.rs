@@ -24,6 +24,16 @@ pub struct Batch<'a, B: Backend> {
     pub mask: Option<View<'a, B>>,
 }
 
+/// One batch of a multi-batch pass ([`StepBuffers::block_gradients`]): its rows and the classes
+/// it may predict (`1 x classes`, or one row per row of the block; `None`: every output).
+#[derive(Clone, Debug)]
+pub struct Block<'a, B: Backend> {
+    /// Its rows in the pass's input.
+    pub rows: std::ops::Range<usize>,
+    /// Its mask.
+    pub mask: Option<View<'a, B>>,
+}
+
 /// Where one step's time went.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepTimes {
@@ -72,6 +82,54 @@ impl<B: Backend> StepBuffers<B> {
         self.rows
     }
 
+    /// The forward pass alone: the logits of `x` at `theta` (`x.rows x outputs`), the same
+    /// values as [`StepBuffers::loss_and_grad`]'s forward (and the tape's `Mlp::forward`).
+    ///
+    /// # Panics
+    /// When `x` does not have the model's input width.
+    pub fn forward(&mut self, be: &B, model: &Mlp, theta: &B::Buffer<B::T>, x: View<'_, B>) -> Result<View<'_, B>> {
+        assert_eq!(x.cols, model.inputs(), "the batch has {} columns, the model {} inputs", x.cols, model.inputs());
+        self.forward_into(be, model, theta, x)?;
+        let last = model.layers().len() - 1;
+        Ok(self.outputs[last].view().rows(0, x.rows))
+    }
+
+    /// `h_{l+1} = relu(h_l W_l + 1 b_l')` layer by layer into `self.outputs` (no relu on the
+    /// logits), growing the buffers first when `x` has more rows than they hold.
+    fn forward_into(&mut self, be: &B, model: &Mlp, theta: &B::Buffer<B::T>, x: View<'_, B>) -> Result<()> {
+        let n = x.rows;
+        if n > self.rows {
+            *self = Self::new(be, model, n)?;
+        }
+        let layers = model.layers();
+        let last = layers.len() - 1;
+        for (l, layer) in layers.iter().enumerate() {
+            let (done, rest) = self.outputs.split_at_mut(l);
+            let h = if l == 0 { x } else { done[l - 1].view().rows(0, n) };
+            let mut out = rest[0].view_mut().rows(0, n);
+            let w = View::new(theta, layer.weight.start, layer.fan_in, layer.fan_out);
+            be.matmul(h, false, w, false, out.reborrow(), false)?;
+            be.add_bias(out, View::new(theta, layer.bias.start, 1, layer.fan_out), l < last)?;
+        }
+        Ok(())
+    }
+
+    /// The masked softmax cross-entropy of the logits [`StepBuffers::forward`] left (the first
+    /// `labels.len()` rows) into `loss` (`1 x 1`), the probabilities kept for a backward.
+    pub fn loss(
+        &mut self,
+        be: &B,
+        model: &Mlp,
+        labels: View<'_, B, u32>,
+        mask: Option<View<'_, B>>,
+        loss: ViewMut<'_, B>,
+    ) -> Result<()> {
+        let n = labels.len();
+        let last = model.layers().len() - 1;
+        let logits = self.outputs[last].view().rows(0, n);
+        be.masked_xent(logits, labels, mask, loss, self.probs.view_mut().rows(0, n))
+    }
+
     /// One forward and backward pass: the mean masked softmax cross-entropy of `batch` at
     /// `theta` is written into `loss` (`1 x 1`) and its gradient with respect to `theta` into
     /// `grad` (a window of `theta`'s length and layout: every layer's gradient lands in place).
@@ -90,53 +148,87 @@ impl<B: Backend> StepBuffers<B> {
         model: &Mlp,
         theta: &B::Buffer<B::T>,
         batch: Batch<'_, B>,
-        mut grad: ViewMut<'_, B>,
+        grad: ViewMut<'_, B>,
         loss: ViewMut<'_, B>,
     ) -> Result<StepTimes> {
+        let block = Block { rows: 0..batch.x.rows, mask: batch.mask };
+        self.block_gradients(be, model, theta, batch.x, batch.labels, &[block], grad, loss)
+    }
+
+    /// [`StepBuffers::loss_and_grad`] of several batches at once: `x` holds them one after the
+    /// other (`blocks` their rows, in order, from row 0 without gaps) and block `b`'s loss goes to
+    /// `losses[b]`, its gradient to row `b` of `grads` (`blocks.len() x P`, contiguous).
+    ///
+    /// The forward, the input gradients and the ReLU's backward run once over every row (larger
+    /// products than one pass per batch); the loss, its backward and the parameter gradients run
+    /// per block. A row's values never depend on the other rows, and each block's parameter
+    /// gradients are the same products over the same rows, so every result is bit for bit the
+    /// one a separate [`StepBuffers::loss_and_grad`] per block gives (GEM's memory gradients).
+    ///
+    /// # Panics
+    /// When the blocks do not tile `x`'s rows from 0, or `grads` or `losses` do not have one
+    /// gradient or one value per block.
+    #[allow(clippy::too_many_arguments)]
+    pub fn block_gradients(
+        &mut self,
+        be: &B,
+        model: &Mlp,
+        theta: &B::Buffer<B::T>,
+        x: View<'_, B>,
+        labels: View<'_, B, u32>,
+        blocks: &[Block<'_, B>],
+        mut grads: ViewMut<'_, B>,
+        mut losses: ViewMut<'_, B>,
+    ) -> Result<StepTimes> {
+        let p = model.num_params();
         assert_eq!(
-            grad.len(),
-            model.num_params(),
-            "the gradient window holds {}, the model {}",
-            grad.len(),
-            model.num_params()
+            grads.len(),
+            blocks.len() * p,
+            "the gradient window holds {}, {} blocks of the model {}",
+            grads.len(),
+            blocks.len(),
+            p
         );
-        let n = batch.x.rows;
-        assert_eq!(
-            batch.x.cols,
-            model.inputs(),
-            "the batch has {} columns, the model {} inputs",
-            batch.x.cols,
-            model.inputs()
-        );
-        if n > self.rows {
-            *self = Self::new(be, model, n)?;
+        assert_eq!(losses.len(), blocks.len(), "{} loss slots for {} blocks", losses.len(), blocks.len());
+        let mut next = 0;
+        for b in blocks {
+            assert!(b.rows.start == next && b.rows.end >= b.rows.start, "block rows {:?} after row {next}", b.rows);
+            next = b.rows.end;
         }
+        let n = next;
+        assert_eq!(n, x.rows, "the blocks cover {n} rows, the batch has {}", x.rows);
+        assert_eq!(labels.len(), n, "{} labels for {n} rows", labels.len());
+        assert_eq!(x.cols, model.inputs(), "the batch has {} columns, the model {} inputs", x.cols, model.inputs());
         let t0 = Instant::now();
+        self.forward_into(be, model, theta, x)?;
         let layers = model.layers();
         let last = layers.len() - 1;
-        for (l, layer) in layers.iter().enumerate() {
-            let (done, rest) = self.outputs.split_at_mut(l);
-            let h = if l == 0 { batch.x } else { done[l - 1].view().rows(0, n) };
-            let mut out = rest[0].view_mut().rows(0, n);
-            let w = View::new(theta, layer.weight.start, layer.fan_in, layer.fan_out);
-            be.matmul(h, false, w, false, out.reborrow(), false)?;
-            be.add_bias(out, View::new(theta, layer.bias.start, 1, layer.fan_out), l < last)?;
+        for (i, b) in blocks.iter().enumerate() {
+            let logits = self.outputs[last].view().rows(b.rows.start, b.rows.end);
+            let probs = self.probs.view_mut().rows(b.rows.start, b.rows.end);
+            let block_labels = labels.range(b.rows.start, b.rows.end);
+            be.masked_xent(logits, block_labels, b.mask, losses.reborrow().range(i, i + 1), probs)?;
         }
-        let logits = self.outputs[last].view().rows(0, n);
-        let probs = self.probs.view_mut().rows(0, n);
-        be.masked_xent(logits, batch.labels, batch.mask, loss, probs)?;
         let t1 = Instant::now();
         let outputs = model.outputs();
-        let dz_out = ViewMut::new(&mut self.delta.buf, 0, n, outputs);
-        be.masked_xent_backward(self.probs.view().rows(0, n), batch.labels, self.one.view(), dz_out)?;
+        for b in blocks {
+            let len = b.rows.len();
+            let dz_out = ViewMut::new(&mut self.delta.buf, b.rows.start * outputs, len, outputs);
+            let probs = self.probs.view().rows(b.rows.start, b.rows.end);
+            be.masked_xent_backward(probs, labels.range(b.rows.start, b.rows.end), self.one.view(), dz_out)?;
+        }
         for (l, layer) in layers.iter().enumerate().rev() {
             let dz = View::new(&self.delta.buf, 0, n, layer.fan_out);
-            let h = if l == 0 { batch.x } else { self.outputs[l - 1].view().rows(0, n) };
-            let g = grad.reborrow();
-            be.sum_rows(dz, ViewMut::new(&mut *g.buf, g.offset + layer.bias.start, 1, layer.fan_out), false)?;
-            let g = grad.reborrow();
-            let dw = ViewMut::new(&mut *g.buf, g.offset + layer.weight.start, layer.fan_in, layer.fan_out);
-            be.matmul(h, true, dz, false, dw, false)?;
+            let h = if l == 0 { x } else { self.outputs[l - 1].view().rows(0, n) };
+            for (i, b) in blocks.iter().enumerate() {
+                let (dz, h) = (dz.rows(b.rows.start, b.rows.end), h.rows(b.rows.start, b.rows.end));
+                let g = grads.reborrow();
+                let at = g.offset + i * p;
+                be.sum_rows(dz, ViewMut::new(&mut *g.buf, at + layer.bias.start, 1, layer.fan_out), false)?;
+                let g = grads.reborrow();
+                let dw = ViewMut::new(&mut *g.buf, at + layer.weight.start, layer.fan_in, layer.fan_out);
+                be.matmul(h, true, dz, false, dw, false)?;
+            }
             if l > 0 {
                 let w = View::new(theta, layer.weight.start, layer.fan_in, layer.fan_out);
                 let dh = ViewMut::new(&mut self.input_grad.buf, 0, n, layer.fan_in);

@@ -3,7 +3,7 @@
 //! against finite differences in crates/tape/tests/gradcheck.rs), and the gradient itself
 //! against central differences in f64 around the f32 parameters.
 
-use engram_nn::{Batch, Cpu, Init, Mlp, StepBuffers, Tape, Tensor, ViewMut};
+use engram_nn::{Batch, Block, Cpu, Init, Mlp, StepBuffers, Tape, Tensor, ViewMut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -152,5 +152,48 @@ fn step_gradient_matches_finite_differences() {
             checked += 1;
         }
         assert!(checked > 30);
+    }
+}
+
+/// GEM's memory gradients: several batches in one pass ([`StepBuffers::block_gradients`], one
+/// forward over every row, the parameter gradients per block) give each block's loss and
+/// gradient bit for bit as a separate pass over that block alone. Blocks of different sizes and
+/// masks, large enough that the products over all rows are split differently across threads
+/// than the products over one block.
+#[test]
+fn block_gradients_equal_separate_passes_bit_for_bit() {
+    let be = Cpu::<f32>::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let model = Mlp::new(&[784, 100, 100, 10]);
+    let theta = model.init(&mut rng, Init::default());
+    let p = model.num_params();
+    let cases: Vec<Case> =
+        [(256, 0), (97, 1), (256, 2), (1, 1)].iter().map(|&(r, m)| case(&be, &model, r, m, &mut rng)).collect();
+    // The blocks one after the other in one input.
+    let rows: usize = cases.iter().map(|c| c.labels.cols).sum();
+    let x: Vec<f32> = cases.iter().flat_map(|c| c.x.buf.iter().copied()).collect();
+    let labels: Vec<u32> = cases.iter().flat_map(|c| c.labels.buf.iter().copied()).collect();
+    let x = Tensor::from_host(&be, rows, model.inputs(), &x).unwrap();
+    let labels = Tensor::from_host(&be, 1, rows, &labels).unwrap();
+    let mut at = 0;
+    let blocks: Vec<Block<'_, Cpu<f32>>> = cases
+        .iter()
+        .map(|c| {
+            let r = at..at + c.labels.cols;
+            at = r.end;
+            Block { rows: r, mask: c.mask.as_ref().map(Tensor::view) }
+        })
+        .collect();
+    let mut grads = Tensor::<Cpu<f32>>::zeros(&be, cases.len(), p).unwrap();
+    grads.buf.fill(f32::NAN);
+    let mut losses = Tensor::<Cpu<f32>>::zeros(&be, 1, cases.len()).unwrap();
+    let mut buffers = StepBuffers::new(&be, &model, 16).unwrap();
+    buffers
+        .block_gradients(&be, &model, &theta, x.view(), labels.view(), &blocks, grads.view_mut(), losses.view_mut())
+        .unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        let (l, g) = step_loss_and_grad(&be, &model, &theta, c, &mut StepBuffers::new(&be, &model, 1).unwrap());
+        assert_eq!(losses.buf[i].to_bits(), l.to_bits(), "block {i}: loss {} vs {l}", losses.buf[i]);
+        assert_eq!(bits(&grads.buf[i * p..(i + 1) * p]), bits(&g), "block {i}: gradient differs");
     }
 }

@@ -45,6 +45,8 @@ pub struct Agem<B: RunBackend> {
     /// The kept index vector: its partial shuffles carry over from step to step.
     perm: Vec<u32>,
     g_ref: Option<Tensor<B>>,
+    /// The forward and backward's buffers, kept between steps.
+    step: Option<engram_nn::StepBuffers<B>>,
     projections: usize,
     constrained_steps: usize,
 }
@@ -57,6 +59,7 @@ impl<B: RunBackend> Agem<B> {
             memory: EpisodicMemory::new(run.cfg.memories, run.data.dim, classes, Fill::PerClass { classes }),
             perm: Vec::new(),
             g_ref: None,
+            step: None,
             projections: 0,
             constrained_steps: 0,
         }
@@ -126,7 +129,11 @@ impl<B: RunBackend> Strategy<B> for Agem<B> {
         let mut loss = Tensor::<B>::zeros(be, 1, 1)?;
         let batch =
             engram_nn::Batch { x: x.view(), labels: y.view().reshape(1, n), mask: mask.as_ref().map(Tensor::view) };
-        engram_nn::loss_and_grad(be, model, &st.theta, batch, g_ref.view_mut(), loss.view_mut())?;
+        let step = match &mut self.step {
+            Some(s) => s,
+            None => self.step.insert(engram_nn::StepBuffers::new(be, model, n)?),
+        };
+        step.loss_and_grad(be, model, &st.theta, batch, g_ref.view_mut(), loss.view_mut())?;
         let t1 = Instant::now();
         st.profile.memory_gradients += (t1 - t0).as_secs_f64();
         if project(be, &mut st.grad, g_ref.view())? {

@@ -260,6 +260,21 @@ impl<B: RunBackend> EpisodicMemory<B> {
         }
     }
 
+    /// Every finished task's rows at once: the features and labels of all of them, and one
+    /// block per task (its rows and mask), for [`engram_nn::StepBuffers::block_gradients`].
+    pub fn task_blocks(&self) -> (View<'_, B>, View<'_, B, u32>, Vec<engram_nn::Block<'_, B>>) {
+        let x = self.x.as_ref().expect("a finished task has rows");
+        let y = self.y.as_ref().expect("a finished task has labels");
+        let n = self.rows();
+        let blocks = self
+            .blocks
+            .iter()
+            .zip(&self.mask_tensors)
+            .map(|(r, m)| engram_nn::Block { rows: r.clone(), mask: m.as_ref().map(Tensor::view) })
+            .collect();
+        (x.view().rows(0, n), y.view().range(0, n), blocks)
+    }
+
     /// Gathers the memory rows `idx` (`1 x k` on the backend) into `x` (`k x dim`), their labels
     /// into `y` (`k x 1`) and, when tasks have masks, their masks into `mask` (`k x classes`).
     pub fn gather(

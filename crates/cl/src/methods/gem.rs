@@ -7,9 +7,10 @@
 //! `g~ = G' v + g`. As the official code, the bound is `v >= memory_strength` and `G G'` gets
 //! `1e-3` on its diagonal ([`super::qp::OFFICIAL_REG`]).
 //!
-//! Each memory gradient comes from the training step's own forward and backward
-//! ([`engram_nn::loss_and_grad`]), one batch per finished task, written into a row of `G` on the
-//! backend. The host receives the `k` dot products `G g` and, when one is negative, the `k x k`
+//! The memory gradients come from the training step's own forward and backward, every finished
+//! task's memory in one pass ([`engram_nn::StepBuffers::block_gradients`]: one forward over all
+//! the rows, one loss and parameter gradient per task, bit for bit the separate passes), each
+//! written into a row of `G` on the backend. The host receives the `k` dot products `G g` and, when one is negative, the `k x k`
 //! Gram matrix; it solves the QP and sends `v` back (`k` numbers).
 
 use super::episodic::{EpisodicMemory, Fill};
@@ -17,6 +18,7 @@ use super::qp::{QpSolver, OFFICIAL_REG};
 use super::{Carried, Strategy};
 use crate::state::{Run, RunBackend, RunError, RunState};
 use engram_ckpt::Checkpoint;
+use engram_nn::StepBuffers;
 use engram_tape::{Tensor, View, ViewMut};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -31,6 +33,10 @@ pub struct Gem<B: RunBackend> {
     reg: f64,
     /// The memory gradients, one row per finished task (`k x P`).
     g_mem: Option<Tensor<B>>,
+    /// Their losses (`1 x k`, unread).
+    losses: Option<Tensor<B>>,
+    /// The forward and backward's buffers, kept between steps.
+    step: Option<StepBuffers<B>>,
     solver: QpSolver,
     projections: usize,
     constrained_steps: usize,
@@ -46,6 +52,8 @@ impl<B: RunBackend> Gem<B> {
             strength: run.cfg.memory_strength as f64,
             reg: OFFICIAL_REG,
             g_mem: None,
+            losses: None,
+            step: None,
             solver: QpSolver::new(),
             projections: 0,
             constrained_steps: 0,
@@ -110,12 +118,17 @@ impl<B: RunBackend> Strategy<B> for Gem<B> {
         if self.g_mem.as_ref().is_none_or(|g| g.rows != k) {
             self.g_mem = Some(Tensor::zeros(be, k, p)?);
         }
-        let g_mem = self.g_mem.as_mut().expect("allocated");
-        let mut loss = Tensor::<B>::zeros(be, 1, 1)?;
-        for t in 0..k {
-            let row = ViewMut::new(&mut g_mem.buf, t * p, 1, p);
-            engram_nn::loss_and_grad(be, model, &st.theta, self.memory.task_batch(t), row, loss.view_mut())?;
+        if self.losses.as_ref().is_none_or(|l| l.cols != k) {
+            self.losses = Some(Tensor::zeros(be, 1, k)?);
         }
+        let g_mem = self.g_mem.as_mut().expect("allocated");
+        let losses = self.losses.as_mut().expect("allocated");
+        let step = match &mut self.step {
+            Some(s) => s,
+            None => self.step.insert(StepBuffers::new(be, model, self.memory.rows())?),
+        };
+        let (x, labels, blocks) = self.memory.task_blocks();
+        step.block_gradients(be, model, &st.theta, x, labels, &blocks, g_mem.view_mut(), losses.view_mut())?;
         let t1 = Instant::now();
         st.profile.memory_gradients += (t1 - t0).as_secs_f64();
         let g_mem = self.g_mem.as_ref().expect("allocated");
