@@ -105,7 +105,6 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
     if let Some(o) = a.out {
         outputs.out = Some(o);
     }
-    a.compute.apply()?;
     let device = a.compute.device()?;
     let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
     let p = cc::progress(&ck).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", dir.display()))?;

@@ -66,17 +66,25 @@ impl ComputeArgs {
         crate::session::Device::open(self.device)
     }
 
-    /// Configures the global rayon pool.
-    pub fn apply(&self) -> Result<()> {
-        if let Some(n) = self.threads {
+    /// The thread pool the command runs in: `--threads` workers (default: rayon's, one per core
+    /// or `RAYON_NUM_THREADS`). The command itself runs on one of them, so that a parallel
+    /// kernel it starts is shared with the other workers directly instead of being handed
+    /// across from a thread outside the pool (which then sleeps until the kernel is done).
+    pub fn pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+        // The command's stack: what the main thread would have.
+        let mut builder = rayon::ThreadPoolBuilder::new().stack_size(COMMAND_STACK);
+        if let Some(n) = threads {
             if n == 0 {
                 bail!("--threads must be at least 1");
             }
-            rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("configuring the thread pool")?;
+            builder = builder.num_threads(n);
         }
-        Ok(())
+        builder.build().context("starting the thread pool")
     }
 }
+
+/// Stack of the pool's threads (the command runs on one of them): the main thread's usual 8 MiB.
+const COMMAND_STACK: usize = 8 << 20;
 
 /// Writes `value` as pretty JSON to `path` atomically: a temporary file in the same directory,
 /// flushed and synced, then renamed over the target (a crash never leaves a half-written file).

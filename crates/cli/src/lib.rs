@@ -68,16 +68,25 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let result = match cli.command {
-        Command::Train(a) => train::run(a),
-        Command::Run(a) => run::run(*a),
-        Command::Reproduce(a) => reproduce::run(a),
-        Command::Plot(a) => plot::run(a),
-        Command::Sweep(a) => sweep::run(*a),
-        Command::ExplainSi(a) => explain_si::run(a),
-        Command::Resume(a) => ckpt::resume(a),
-        Command::Inspect(a) => ckpt::inspect(a),
+    let threads = match &cli.command {
+        Command::Train(a) => a.compute.threads,
+        Command::Run(a) => a.compute.threads,
+        Command::Reproduce(a) => a.compute.threads,
+        Command::Resume(a) => a.compute.threads,
+        _ => None,
     };
+    let result = common::ComputeArgs::pool(threads).and_then(|pool| {
+        pool.install(|| match cli.command {
+            Command::Train(a) => train::run(a),
+            Command::Run(a) => run::run(*a),
+            Command::Reproduce(a) => reproduce::run(a),
+            Command::Plot(a) => plot::run(a),
+            Command::Sweep(a) => sweep::run(*a),
+            Command::ExplainSi(a) => explain_si::run(a),
+            Command::Resume(a) => ckpt::resume(a),
+            Command::Inspect(a) => ckpt::inspect(a),
+        })
+    });
     match result {
         Ok(()) => 0,
         Err(e) => {

@@ -39,7 +39,7 @@ pub struct ReproduceArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
-    compute: ComputeArgs,
+    pub(crate) compute: ComputeArgs,
 }
 
 /// One configuration of the preset, resolved.
@@ -62,7 +62,6 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    a.compute.apply()?;
     let device = a.compute.device()?;
     let preset: &Preset = presets::find(&a.preset).with_context(|| format!("no preset {:?}", a.preset))?;
     let name = preset.name.clone();

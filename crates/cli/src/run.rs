@@ -345,7 +345,6 @@ pub fn run(a: RunArgs) -> Result<()> {
     if let Some(d) = &a.checkpoint_dir {
         crate::ckpt::prepare_dir(d)?;
     }
-    a.compute.apply()?;
     let device = a.compute.device()?;
     let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
     let start = match &a.init_from {

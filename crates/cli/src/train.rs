@@ -20,7 +20,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
-    compute: ComputeArgs,
+    pub(crate) compute: ComputeArgs,
     /// Passes over the 60,000 training images.
     #[arg(long, default_value_t = 1)]
     epochs: usize,
@@ -70,7 +70,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if !(a.lr.is_finite() && a.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", a.lr);
     }
-    a.compute.apply()?;
     let t_load = Instant::now();
     let data = a.data.load()?;
     let load_seconds = t_load.elapsed().as_secs_f64();
