@@ -325,21 +325,36 @@ fn median(xs: &mut [f64]) -> f64 {
 /// block of full steps, a block of the step's matrix products back to back and a block of the
 /// fused step alone (the Adam update), each timed; the medians over rounds, and the ratio
 /// `step / (matmuls + fused step)` (issue 16: within 1.3). Printed as a table; criterion's own
-/// samples of the same three are in the groups above.
+/// samples of the same three are in the groups above (run from criterion's own thread).
 fn bench_step_vs_floor(_c: &mut Criterion) {
+    // On a worker of the pool, as `engram` runs its commands (crates/cli/src/common.rs): the
+    // kernels' parallel blocks are then joined, not handed across from an outside thread.
+    let pool = rayon::ThreadPoolBuilder::new().build().expect("a thread pool");
+    pool.install(step_vs_floor);
+}
+
+fn step_vs_floor() {
     const ROUNDS: usize = 30;
     const BLOCK: u64 = 40;
     println!("\nstep_vs_floor (784-256-256-10, medians of {ROUNDS} interleaved rounds of {BLOCK} calls, per call):");
-    println!("{:>6} {:>10} {:>10} {:>12} {:>8}", "batch", "step ms", "matmuls ms", "fused ms", "ratio");
+    println!(
+        "{:>6} {:>10} {:>16} {:>11} {:>9} {:>7}",
+        "batch", "step ms", "fwd+bwd alone ms", "matmuls ms", "fused ms", "ratio"
+    );
     for batch in BATCHES {
         let mut tr = Trainer::new(&SMALL, batch);
         let mut mm = StepMatmuls::new(&SMALL, batch);
         let mut upd = Trainer::new(&SMALL, batch);
         upd.loss_grad();
-        let (mut step, mut prod, mut fused) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut step, mut grad, mut prod, mut fused) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..=ROUNDS {
             let per_call = |d: Duration| d.as_secs_f64() * 1e3 / BLOCK as f64;
             let s = per_call(tr.timed_steps(BLOCK));
+            let t = Instant::now();
+            for _ in 0..BLOCK {
+                black_box(upd.loss_grad());
+            }
+            let g = per_call(t.elapsed());
             let t = Instant::now();
             for _ in 0..BLOCK {
                 black_box(mm.run());
@@ -353,12 +368,13 @@ fn bench_step_vs_floor(_c: &mut Criterion) {
             // Round 0 warms caches and the thread pool.
             if round > 0 {
                 step.push(s);
+                grad.push(g);
                 prod.push(p);
                 fused.push(f);
             }
         }
-        let (s, p, f) = (median(&mut step), median(&mut prod), median(&mut fused));
-        println!("{batch:>6} {s:>10.3} {p:>10.3} {f:>12.3} {:>8.2}", s / (p + f));
+        let (s, g, p, f) = (median(&mut step), median(&mut grad), median(&mut prod), median(&mut fused));
+        println!("{batch:>6} {s:>10.3} {g:>16.3} {p:>11.3} {f:>9.3} {:>7.2}", s / (p + f));
     }
 }
 
