@@ -196,9 +196,13 @@ impl<B: Backend> StepBuffers<B> {
             next = b.rows.end;
         }
         let n = next;
+        let ranges: Vec<std::ops::Range<usize>> = blocks.iter().map(|b| b.rows.clone()).collect();
         assert_eq!(n, x.rows, "the blocks cover {n} rows, the batch has {}", x.rows);
         assert_eq!(labels.len(), n, "{} labels for {n} rows", labels.len());
         assert_eq!(x.cols, model.inputs(), "the batch has {} columns, the model {} inputs", x.cols, model.inputs());
+        if blocks.is_empty() {
+            return Ok(StepTimes::default());
+        }
         let t0 = Instant::now();
         self.forward_into(be, model, theta, x)?;
         let layers = model.layers();
@@ -221,14 +225,15 @@ impl<B: Backend> StepBuffers<B> {
             let dz = View::new(&self.delta.buf, 0, n, layer.fan_out);
             let h = if l == 0 { x } else { self.outputs[l - 1].view().rows(0, n) };
             for (i, b) in blocks.iter().enumerate() {
-                let (dz, h) = (dz.rows(b.rows.start, b.rows.end), h.rows(b.rows.start, b.rows.end));
                 let g = grads.reborrow();
-                let at = g.offset + i * p;
-                be.sum_rows(dz, ViewMut::new(&mut *g.buf, at + layer.bias.start, 1, layer.fan_out), false)?;
-                let g = grads.reborrow();
-                let dw = ViewMut::new(&mut *g.buf, at + layer.weight.start, layer.fan_in, layer.fan_out);
-                be.matmul(h, true, dz, false, dw, false)?;
+                let at = g.offset + i * p + layer.bias.start;
+                be.sum_rows(dz.rows(b.rows.start, b.rows.end), ViewMut::new(&mut *g.buf, at, 1, layer.fan_out), false)?;
             }
+            // Every block's weight gradient `h_b' dz_b`, the windows `p` apart.
+            let g = grads.reborrow();
+            let span = (blocks.len() - 1) * p + layer.fan_in * layer.fan_out;
+            let dw = ViewMut::new(&mut *g.buf, g.offset + layer.weight.start, 1, span);
+            be.matmul_tn_blocks(h, dz, &ranges, dw, p)?;
             if l > 0 {
                 let w = View::new(theta, layer.weight.start, layer.fan_in, layer.fan_out);
                 let dh = ViewMut::new(&mut self.input_grad.buf, 0, n, layer.fan_in);

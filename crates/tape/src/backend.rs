@@ -126,6 +126,25 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
         out: ViewMut<'_, Self>,
         accumulate: bool,
     ) -> Result<()>;
+    /// Per block `t` of rows, `out_t = a[rows_t]' @ b[rows_t]` (`a.cols x b.cols`, row-major),
+    /// written `t * stride` elements after `out`'s start: the weight gradients of several
+    /// batches that went through one forward (GEM's memory gradients, one per finished task).
+    /// Each product is bit for bit the one [`Backend::matmul`] gives on those rows alone; a
+    /// backend may run the blocks side by side. `out` spans every block's window.
+    fn matmul_tn_blocks(
+        &self,
+        a: View<'_, Self>,
+        b: View<'_, Self>,
+        blocks: &[std::ops::Range<usize>],
+        out: ViewMut<'_, Self>,
+        stride: usize,
+    ) -> Result<()> {
+        for (t, r) in blocks.iter().enumerate() {
+            let o = ViewMut::new(&mut *out.buf, out.offset + t * stride, a.cols, b.cols);
+            self.matmul(a.rows(r.start, r.end), true, b.rows(r.start, r.end), false, o, false)?;
+        }
+        Ok(())
+    }
     /// `out = x + row`, the `1 x cols` row broadcast over the rows of `x` (bias add).
     fn add_row(&self, x: View<'_, Self>, row: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
     /// `y = y + bias` (the `1 x cols` bias broadcast over the rows of `y`), then `max(y, 0)`

@@ -150,6 +150,16 @@ impl<B: Backend> Backend for Counting<B> {
     ) -> Result<()> {
         self.inner.matmul(iv(a), ta, iv(b), tb, im(out), accumulate)
     }
+    fn matmul_tn_blocks(
+        &self,
+        a: View<'_, Self>,
+        b: View<'_, Self>,
+        blocks: &[std::ops::Range<usize>],
+        out: ViewMut<'_, Self>,
+        stride: usize,
+    ) -> Result<()> {
+        self.inner.matmul_tn_blocks(iv(a), iv(b), blocks, im(out), stride)
+    }
     fn add_row(&self, x: View<'_, Self>, row: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()> {
         self.inner.add_row(iv(x), iv(row), im(out))
     }

@@ -321,6 +321,44 @@ fn matmul<B: Backend<T = f32>>(be: &B) {
     });
 }
 
+/// `matmul_tn_blocks`: `r` rows cut into blocks at random (some empty), `a` of `c` columns, `b`
+/// of `n` drawn from the seed, windows `stride >= c n` apart: each block's window holds bit for
+/// bit what `matmul` gives on the block's rows alone on the same device, and the gaps between
+/// windows are left as they were.
+fn matmul_tn_blocks<B: Backend<T = f32>>(be: &B) {
+    cases(32, 90, |r, c, s| {
+        let n = 1 + (s % 37) as usize;
+        let mut rng = ChaCha8Rng::seed_from_u64(s);
+        let mut cuts: Vec<usize> = (0..rng.random_range(0..5)).map(|_| rng.random_range(0..=r)).collect();
+        cuts.extend([0, r]);
+        cuts.sort_unstable();
+        let blocks: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
+        let stride = c * n + rng.random_range(0..3);
+        let span = (blocks.len() - 1) * stride + c * n;
+        let (a, b) = (values(r * c, s), values(r * n, s ^ 1));
+        let sentinel = -7.25f32;
+        let at = up(be, r, c, &a);
+        let bt = up(be, r, n, &b);
+        let mut out = up(be, 1, span, &vec![sentinel; span]);
+        be.matmul_tn_blocks(at.view(), bt.view(), &blocks, out.view_mut(), stride).unwrap();
+        let got = down(be, &out);
+        for (t, rows) in blocks.iter().enumerate() {
+            let mut one = zeros::<B, f32>(be, c, n);
+            let (ab, bb) = (at.view().rows(rows.start, rows.end), bt.view().rows(rows.start, rows.end));
+            be.matmul(ab, true, bb, false, one.view_mut(), false).unwrap();
+            let want = down(be, &one);
+            let window = &got[t * stride..t * stride + c * n];
+            let same = window.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+            prop_assert!(same, "block {t} (rows {rows:?} of {r}, {c}x{n}): differs from matmul on its rows");
+            if t + 1 < blocks.len() {
+                let gap = &got[t * stride + c * n..(t + 1) * stride];
+                prop_assert!(gap.iter().all(|&v| v == sentinel), "block {t}: the gap after its window was written");
+            }
+        }
+        Ok(())
+    });
+}
+
 /// A mask over `c` classes, one row (`per_row` false) or `r`, with each row's label allowed.
 fn mask_and_labels(r: usize, c: usize, per_row: bool, seed: u64) -> (Vec<f32>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -482,6 +520,7 @@ test_device!(
     f64_reductions,
     finite_and_nonzero,
     matmul,
+    matmul_tn_blocks,
     log_softmax,
     masked_xent,
     gather_rows,

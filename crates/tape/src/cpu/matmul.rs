@@ -141,3 +141,42 @@ pub(crate) fn matmul_into<T: CpuFloat>(
     assert_eq!(out.shape(), (m, n), "matmul: output is {:?}, the product {m}x{n}", out.shape());
     matmul(elems(&a), a.shape(), trans_a, elems(&b), b.shape(), trans_b, elems_mut(out), accumulate);
 }
+
+/// [`Backend::matmul_tn_blocks`](crate::Backend::matmul_tn_blocks) on the CPU: the blocks' products
+/// side by side on rayon's threads, one parallel region for all of them (each product may
+/// itself split into blocks of `C`: the same per-element arithmetic as one [`matmul`] call on
+/// those rows, so the same bits whatever the number of threads).
+pub(crate) fn matmul_tn_blocks<T: CpuFloat>(
+    a: View<'_, Cpu<T>>,
+    b: View<'_, Cpu<T>>,
+    blocks: &[std::ops::Range<usize>],
+    out: ViewMut<'_, Cpu<T>>,
+    stride: usize,
+) {
+    let (m, n) = (a.cols, b.cols);
+    let len = m * n;
+    assert_eq!(a.rows, b.rows, "matmul_tn_blocks: a has {} rows, b {}", a.rows, b.rows);
+    assert!(stride >= len || blocks.len() <= 1, "matmul_tn_blocks: stride {stride} below a block's {len} values");
+    if let Some(last) = blocks.len().checked_sub(1) {
+        let need = last * stride + len;
+        assert!(need <= out.len(), "matmul_tn_blocks: output holds {}, the blocks need {need}", out.len());
+    }
+    for r in blocks {
+        assert!(r.start <= r.end && r.end <= a.rows, "matmul_tn_blocks: rows {r:?} outside 0..{}", a.rows);
+    }
+    let c = elems_mut(out);
+    let c_at = SharedMut(c.as_mut_ptr());
+    let (a, b) = (elems(&a), elems(&b));
+    let one = |(t, r): (usize, &std::ops::Range<usize>)| {
+        // SAFETY: block t writes c[t*stride .. t*stride + len], inside `c` (asserted) and
+        // disjoint from every other block's window (stride >= len); nothing else borrows `c`.
+        let ct = unsafe { std::slice::from_raw_parts_mut(c_at.ptr().add(t * stride), len) };
+        let rows = r.end - r.start;
+        matmul(&a[r.start * m..r.end * m], (rows, m), true, &b[r.start * n..r.end * n], (rows, n), false, ct, false);
+    };
+    if blocks.len() <= 1 {
+        blocks.iter().enumerate().for_each(one);
+    } else {
+        blocks.par_iter().enumerate().for_each(one);
+    }
+}

@@ -194,6 +194,18 @@ impl<T: CpuFloat> Backend for Cpu<T> {
         Ok(())
     }
 
+    fn matmul_tn_blocks(
+        &self,
+        a: View<'_, Self>,
+        b: View<'_, Self>,
+        blocks: &[std::ops::Range<usize>],
+        out: ViewMut<'_, Self>,
+        stride: usize,
+    ) -> Result<()> {
+        matmul::matmul_tn_blocks(a, b, blocks, out, stride);
+        Ok(())
+    }
+
     fn add_bias(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()> {
         elementwise::add_bias(y, bias, relu);
         Ok(())
