@@ -4,6 +4,7 @@
 
 use super::{elems, elems_mut, Cpu, CpuFloat};
 use crate::{Float, View, ViewMut};
+use rayon::prelude::*;
 
 /// Columns of a tile in [`gram_f64`] and [`combine_f64`]: `k` rows of a tile stay in cache while
 /// every pair is formed (the rows themselves, 350 KiB each for the GEM network, do not).
@@ -51,8 +52,12 @@ pub(crate) fn dots_f64<T: CpuFloat>(rows: View<'_, Cpu<T>>, v: View<'_, Cpu<T>>,
     crate::backend::same_len("dots_f64", rows.rows, out.len());
     let (r, v, o) = (elems(&rows), elems(&v), elems_mut(out));
     let p = rows.cols;
-    for (i, o) in o.iter_mut().enumerate() {
-        *o = dot_f64(&r[i * p..(i + 1) * p], v);
+    // Each row's dot is one serial sum: rows side by side give the same bits.
+    let one = |(i, o): (usize, &mut f64)| *o = dot_f64(&r[i * p..(i + 1) * p], v);
+    if o.len() > 1 && r.len() >= super::PAR_ELEMS {
+        o.par_iter_mut().enumerate().for_each(one);
+    } else {
+        o.iter_mut().enumerate().for_each(one);
     }
 }
 
@@ -69,21 +74,28 @@ pub(crate) fn combine_f64<T: CpuFloat>(g: ViewMut<'_, Cpu<T>>, rows: View<'_, Cp
     assert_eq!(rows.cols, p, "combine_f64: rows of {} for a vector of {p}", rows.cols);
     crate::backend::same_len("combine_f64", rows.rows, w.len());
     let (g, rows, w) = (elems_mut(g), elems(&rows), elems(&w));
-    let mut acc = vec![0f64; TILE];
-    for c0 in (0..p).step_by(TILE) {
-        let c1 = (c0 + TILE).min(p);
-        let buf = &mut acc[..c1 - c0];
-        for (a, &x) in buf.iter_mut().zip(&g[c0..c1]) {
+    // Tiles are independent (each element's sum runs over the rows in order): tiles side by
+    // side give the same bits.
+    let tile = |(t, gt): (usize, &mut [T])| {
+        let c0 = t * TILE;
+        let mut acc = [0f64; TILE];
+        let buf = &mut acc[..gt.len()];
+        for (a, &x) in buf.iter_mut().zip(gt.iter()) {
             *a = x.as_f64();
         }
         for (i, &wi) in w.iter().enumerate() {
-            for (a, &x) in buf.iter_mut().zip(&rows[i * p + c0..i * p + c1]) {
+            for (a, &x) in buf.iter_mut().zip(&rows[i * p + c0..i * p + c0 + gt.len()]) {
                 *a += wi * x.as_f64();
             }
         }
-        for (gi, &a) in g[c0..c1].iter_mut().zip(buf.iter()) {
+        for (gi, &a) in gt.iter_mut().zip(buf.iter()) {
             *gi = T::from_f64_lossy(a);
         }
+    };
+    if rows.len() >= super::PAR_ELEMS {
+        g.par_chunks_mut(TILE).enumerate().for_each(tile);
+    } else {
+        g.chunks_mut(TILE).enumerate().for_each(tile);
     }
 }
 
@@ -167,7 +179,6 @@ unsafe fn dot_f64_f64_avx2(x: &[f64], y: &[f64]) -> f64 {
 /// pair of its rows is dotted while the tile sits in cache. Above a size, groups of tiles run in
 /// parallel and their partial sums are added in group order (fixed, whatever the thread count).
 pub fn gram_f64<T: Float>(g: &[T], k: usize, p: usize, out: &mut [f64]) {
-    use rayon::prelude::*;
     assert_eq!(out.len(), k * k);
     assert_eq!(g.len(), k * p);
     let ntiles = p.div_ceil(TILE).max(1);
