@@ -135,3 +135,33 @@ fn split_mnist_si_r_is_bit_identical_across_thread_counts() {
     }
     assert_eq!(r[0], r[1], "R differs between 1 and 2 threads");
 }
+
+/// Outputs that could not be written are refused before any work: the data directory does not
+/// exist, so a check made after loading the data (or after training) would report that instead.
+/// Thread counts beyond the machine are refused at once, without starting the threads.
+#[test]
+fn unwritable_outputs_and_huge_thread_counts_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap().to_string();
+    let missing = dir.path().join("no/such/folder/r.csv").to_str().unwrap().to_string();
+    let run = ["run", "--scenario", "split-mnist", "--method", "si", "--data-dir", "/nonexistent"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--out", &folder], "is a folder"),
+        (vec!["--csv", &missing], "does not exist"),
+        (vec!["--plot", "fig.jpg"], ".png or .svg"),
+        (vec!["--threads", "1000000000"], "per core"),
+    ];
+    for (extra, want) in cases {
+        let o = engram().args(run).args(&extra).output().unwrap();
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: wanted {want:?} in {err}");
+        assert!(!err.contains("/nonexistent"), "{extra:?}: the data was looked for first: {err}");
+    }
+    for cmd in [&["train", "--data-dir", "/nonexistent", "--out"][..], &["reproduce", "si-split-mnist", "--out"]] {
+        let o = engram().args(cmd).arg(&folder).output().unwrap();
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(err.contains("is a folder"), "{cmd:?}: {err}");
+    }
+}

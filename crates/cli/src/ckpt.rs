@@ -105,6 +105,15 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
     if let Some(o) = a.out {
         outputs.out = Some(o);
     }
+    // The run's outputs are written at its end: refuse now what would fail then.
+    if let Some(p) = &outputs.plot {
+        engram_plot::Format::of(p)?;
+    }
+    crate::preflight::check_output_files([
+        ("--out", outputs.out.as_deref()),
+        ("the run's --csv", outputs.csv.as_deref()),
+        ("the run's --plot", outputs.plot.as_deref()),
+    ])?;
     let device = a.compute.device()?;
     let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
     let p = cc::progress(&ck).map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", dir.display()))?;

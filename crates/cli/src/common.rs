@@ -74,9 +74,7 @@ impl ComputeArgs {
         // The command's stack: what the main thread would have.
         let mut builder = rayon::ThreadPoolBuilder::new().stack_size(COMMAND_STACK);
         if let Some(n) = threads {
-            if n == 0 {
-                bail!("--threads must be at least 1");
-            }
+            crate::preflight::check_threads("--threads", n)?;
             builder = builder.num_threads(n);
         }
         builder.build().context("starting the thread pool")

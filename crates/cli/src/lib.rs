@@ -9,6 +9,7 @@ mod common;
 mod config;
 mod explain_si;
 mod plot;
+mod preflight;
 mod presets;
 mod reproduce;
 mod run;

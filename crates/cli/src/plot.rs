@@ -31,6 +31,7 @@ pub fn read_run(path: &std::path::Path) -> Result<RunCurves> {
 /// Runs `engram plot`.
 pub fn run(a: PlotArgs) -> Result<()> {
     plot::Format::of(&a.out)?;
+    crate::preflight::check_output_file("--out", &a.out)?;
     if a.runs.is_empty() {
         bail!("give at least one run file");
     }

@@ -62,6 +62,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
+    crate::preflight::check_output_files([("--out", a.out.as_deref())])?;
     let device = a.compute.device()?;
     let preset: &Preset = presets::find(&a.preset).with_context(|| format!("no preset {:?}", a.preset))?;
     let name = preset.name.clone();

@@ -316,9 +316,15 @@ impl RunArgs {
 /// Runs `engram run`.
 pub fn run(a: RunArgs) -> Result<()> {
     let (spec, cfg) = a.resolve()?;
+    // Refuse what would fail to be written before training, not after.
     if let Some(p) = &a.plot {
-        engram_plot::Format::of(p)?; // refuse a bad figure name before training, not after
+        engram_plot::Format::of(p)?;
     }
+    crate::preflight::check_output_files([
+        ("--out", a.out.as_deref()),
+        ("--csv", a.csv.as_deref()),
+        ("--plot", a.plot.as_deref()),
+    ])?;
     if a.checkpoint_dir.is_none() && a.checkpoint_every.is_some() {
         bail!("--checkpoint-every needs --checkpoint-dir");
     }

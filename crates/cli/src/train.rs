@@ -70,6 +70,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if !(a.lr.is_finite() && a.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", a.lr);
     }
+    crate::preflight::check_output_files([("--out", a.out.as_deref())])?;
     let t_load = Instant::now();
     let data = a.data.load()?;
     let load_seconds = t_load.elapsed().as_secs_f64();

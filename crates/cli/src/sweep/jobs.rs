@@ -82,10 +82,6 @@ pub(super) fn execute_job(shared: &LoadedMnist, spec: &SweepSpec, job: &Job, fp:
     }
 }
 
-pub(super) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Runs `jobs` with `n_jobs` whole runs side by side; skips those already in `dir`.
 pub(super) fn run_jobs(
     shared: &LoadedMnist,

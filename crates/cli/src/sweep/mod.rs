@@ -373,15 +373,11 @@ fn sweep(spec: SweepSpec) -> Result<()> {
     }
     // Fail now, not in the first run, when the device cannot be used.
     Device::open(spec.device)?;
-    let cores = cores();
+    let cores = crate::preflight::cores();
     let n_jobs = spec.jobs.unwrap_or(if spec.device == DeviceSpec::Cpu { cores } else { 1 });
-    if n_jobs == 0 {
-        bail!("--jobs must be at least 1");
-    }
+    crate::preflight::check_threads("--jobs", n_jobs)?;
     let threads = spec.threads.unwrap_or((cores / n_jobs).max(1));
-    if threads == 0 {
-        bail!("--threads must be at least 1");
-    }
+    crate::preflight::check_threads("--threads", threads)?;
     if n_jobs * threads > cores && !spec.quiet {
         eprintln!(
             "warning: --jobs {n_jobs} x --threads {threads} = {} threads on {cores} core(s): runs will compete for cores",
