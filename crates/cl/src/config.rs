@@ -217,6 +217,9 @@ pub struct RunConfig {
     pub diagnose: bool,
 }
 
+/// The most epochs per task a run accepts (the published protocols use 1 to 20).
+pub const MAX_EPOCHS: usize = 100_000;
+
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -238,6 +241,12 @@ impl RunConfig {
         }
         if self.epochs == 0 {
             return bad("--epochs must be at least 1".into());
+        }
+        if self.epochs > MAX_EPOCHS {
+            return bad(format!(
+                "--epochs {} is more than {MAX_EPOCHS} passes over each task: the run would not end",
+                self.epochs
+            ));
         }
         if self.batch == 0 {
             return bad("--batch must be at least 1".into());

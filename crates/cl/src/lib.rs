@@ -10,7 +10,8 @@
 //!   with the methods (the state on the backend, the time split, errors).
 //! * [`checkpoint`]: a run's state as a checkpoint (safetensors + manifest) and back.
 //! * [`metrics`]: ACC, BWT, FWT, forgetting, learning accuracy; [`report`] and [`output`]: tables,
-//!   JSON and CSV of a run; [`diagnose`]: SI diagnostics; [`estimate`]: a forecast of a run's time.
+//!   JSON and CSV of a run; [`diagnose`]: SI diagnostics; [`estimate`]: a forecast of a run's time;
+//!   [`footprint`]: of its memory.
 //!
 //! The library has no user interface: the command line (crate `engram-cli`) parses flags
 //! (the `clap` feature derives its value enums here) and draws figures (crate `engram-plot`).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod data;
 pub mod diagnose;
 pub mod estimate;
+pub mod footprint;
 pub mod methods;
 pub mod metrics;
 pub mod output;

@@ -105,6 +105,7 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
     if let Some(o) = a.out {
         outputs.out = Some(o);
     }
+    crate::preflight::check_memory("the checkpoint's run", &engram_cl::footprint::footprint(&spec, &cfg))?;
     // The run's outputs are written at its end: refuse now what would fail then.
     if let Some(p) = &outputs.plot {
         engram_plot::Format::of(p)?;

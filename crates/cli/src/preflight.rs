@@ -1,7 +1,9 @@
-//! Checks made before any work: every file a command will write, and the thread count. A run
-//! that would fail to write its result is refused before it loads data or trains, not after.
+//! Checks made before any work: every file a command will write, the thread count, and the
+//! memory a run will need. A run that would fail to write its result, or could not fit in the
+//! machine, is refused before it loads data or trains, not after (or with an abort).
 
 use anyhow::{bail, Context, Result};
+use engram_cl::footprint::{human, Footprint};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,34 @@ pub fn check_threads(flag: &str, n: usize) -> Result<()> {
     }
     if n > most {
         bail!("{flag} {n} is more than {THREADS_PER_CORE} per core of this machine's {} (at most {most})", cores());
+    }
+    Ok(())
+}
+
+/// The machine's memory in bytes, from /proc/meminfo (`None` where it cannot be read).
+fn machine_memory() -> Option<u128> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a run whose estimated memory ([`engram_cl::footprint`]) exceeds the machine's, naming
+/// both and where the figure comes from, before anything is loaded or allocated.
+pub fn check_memory(what: &str, f: &Footprint) -> Result<()> {
+    let Some(total) = machine_memory() else { return Ok(()) };
+    if f.total() > total {
+        bail!(
+            "{what} needs about {} of memory and this machine has {}: {} parameters, {} of parameter \
+             vectors (parameters, gradient, optimizer, the method's state), {} of images and memories, \
+             {} of activations; reduce --hidden, --layers, --tasks, --batch or --memories",
+            human(f.total()),
+            human(total),
+            if f.params == u128::MAX { "uncountably many".to_string() } else { f.params.to_string() },
+            human(f.state),
+            human(f.data),
+            human(f.work),
+        );
     }
     Ok(())
 }
@@ -108,6 +138,17 @@ mod tests {
         assert_eq!(std::fs::read(&new).unwrap(), b"kept", "the check changed an existing file");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 2, "the probe was left behind: {left:?}");
+    }
+
+    #[test]
+    fn a_run_larger_than_the_machine_is_refused_with_the_figures() {
+        let small = Footprint { params: 10, state: 40, data: 1 << 20, work: 1 << 10 };
+        check_memory("this run", &small).unwrap();
+        let huge = Footprint { params: u128::MAX, state: u128::MAX, data: 1 << 30, work: 1 << 20 };
+        if machine_memory().is_some() {
+            let e = check_memory("this run", &huge).unwrap_err().to_string();
+            assert!(e.contains("this machine has") && e.contains("--hidden"), "{e}");
+        }
     }
 
     #[test]

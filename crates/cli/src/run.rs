@@ -316,6 +316,7 @@ impl RunArgs {
 /// Runs `engram run`.
 pub fn run(a: RunArgs) -> Result<()> {
     let (spec, cfg) = a.resolve()?;
+    crate::preflight::check_memory("this run", &engram_cl::footprint::footprint(&spec, &cfg))?;
     // Refuse what would fail to be written before training, not after.
     if let Some(p) = &a.plot {
         engram_plot::Format::of(p)?;

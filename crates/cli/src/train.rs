@@ -61,6 +61,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if a.epochs == 0 {
         bail!("--epochs must be at least 1");
     }
+    if a.epochs > engram_cl::config::MAX_EPOCHS {
+        bail!(
+            "--epochs {} is more than {} passes over MNIST: the training would not end",
+            a.epochs,
+            engram_cl::config::MAX_EPOCHS
+        );
+    }
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -71,6 +78,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         bail!("--lr must be a positive number, got {}", a.lr);
     }
     crate::preflight::check_output_files([("--out", a.out.as_deref())])?;
+    crate::preflight::check_memory(
+        "this training",
+        &engram_cl::footprint::plain_training(a.hidden, a.layers, a.batch),
+    )?;
     let t_load = Instant::now();
     let data = a.data.load()?;
     let load_seconds = t_load.elapsed().as_secs_f64();
