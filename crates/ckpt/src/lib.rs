@@ -8,15 +8,18 @@
 //!   `safetensors.numpy.load_file` and NumPy read it as they read any model file.
 //! * `manifest.json`: the format and its version, each tensor's dtype, shape and the sha256 of
 //!   its bytes, and a free-form `run` object (for engram: the scenario, every hyperparameter, the
-//!   progress, the random streams' states, the accuracy matrix so far).
+//!   progress, the random streams' states, the accuracy matrix so far) with the sha256 of that
+//!   object (`run_sha256`, [`run_digest`]): a changed byte of a hyperparameter is refused like a
+//!   changed tensor.
 //!
 //! Writing is atomic: both files go to a temporary directory beside the target, each is
 //! fsynced, the directory is fsynced and renamed into place, and the parent directory is
 //! fsynced. A crash (or a full disk) at any point leaves either the old checkpoints alone or the
 //! new one complete; a failed write removes its temporary directory and says why.
 //!
-//! Reading trusts nothing: the manifest is parsed strictly, every size is checked before it is
-//! used, the safetensors header is validated, and each tensor's dtype, shape and sha256 must
+//! Reading trusts nothing: only regular files are read (not a FIFO, a device or a link), the
+//! manifest is parsed strictly and its run record checked against its digest, every size is
+//! checked before it is used, the safetensors header is validated, and each tensor's dtype, shape and sha256 must
 //! match the manifest. A truncated or corrupted checkpoint is refused with an error that names
 //! the tensor (or the file) at fault. Reading never panics, whatever the bytes (property tests in
 //! `tests/`, and the `checkpoint` target under `fuzz/`).
@@ -27,7 +30,7 @@ use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The manifest's `format` field.
@@ -143,6 +146,17 @@ pub struct Manifest {
     pub tensors: BTreeMap<String, TensorEntry>,
     /// What the writer wants to remember (engram: the run).
     pub run: serde_json::Value,
+    /// sha256 of `run` as compact JSON ([`run_digest`]), lower-case hex: a changed byte of the
+    /// run record (a hyperparameter, a count) is refused like a changed tensor. Absent only in
+    /// checkpoints written before engram 0.1 recorded it, which are read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_sha256: Option<String>,
+}
+
+/// The digest [`Manifest::run_sha256`] holds: sha256 of `run` serialized as compact JSON
+/// (object keys sorted, numbers in their shortest exact form, as serde_json writes them).
+pub fn run_digest(run: &serde_json::Value) -> String {
+    sha256_hex(&serde_json::to_vec(run).expect("a JSON value always serializes"))
 }
 
 /// A checkpoint in memory.
@@ -262,6 +276,7 @@ impl Checkpoint {
             tensors_file: TENSORS_FILE.into(),
             tensors: entries,
             run: self.run.clone(),
+            run_sha256: Some(run_digest(&self.run)),
         };
         let mut m = serde_json::to_vec_pretty(&manifest).expect("a manifest always serializes");
         m.push(b'\n');
@@ -346,14 +361,24 @@ impl Checkpoint {
 }
 
 fn read_capped(path: &Path) -> Result<Vec<u8>, CkptError> {
-    let meta = std::fs::metadata(path).map_err(io("cannot read", path))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(CkptError::TensorFile {
-            path: path.display().to_string(),
-            problem: format!("{} bytes is more than engram ever writes ({MAX_FILE_BYTES})", meta.len()),
-        });
+    let refuse = |problem: String| CkptError::TensorFile { path: path.display().to_string(), problem };
+    // Only a regular file inside the checkpoint's directory: a FIFO would block the read for
+    // ever, a device (a link to /dev/zero) would never end, a link may point anywhere.
+    let link = std::fs::symlink_metadata(path).map_err(io("cannot read", path))?;
+    if link.file_type().is_symlink() {
+        return Err(refuse("is a symbolic link; a checkpoint holds its files itself".into()));
     }
-    std::fs::read(path).map_err(io("cannot read", path))
+    if !link.is_file() {
+        return Err(refuse("is not a regular file (a folder, FIFO, device or socket)".into()));
+    }
+    if link.len() > MAX_FILE_BYTES {
+        return Err(refuse(format!("{} bytes is more than engram ever writes ({MAX_FILE_BYTES})", link.len())));
+    }
+    // Read at most what the size said (a file growing meanwhile is cut, and then refused by
+    // its digests).
+    let mut bytes = Vec::with_capacity(link.len() as usize);
+    File::open(path).and_then(|f| f.take(link.len()).read_to_end(&mut bytes)).map_err(io("cannot read", path))?;
+    Ok(bytes)
 }
 
 /// Parses and checks a manifest (format, version, names, dtypes, shapes, digests).
@@ -368,6 +393,15 @@ pub fn parse_manifest(bytes: &[u8], path: &str) -> Result<Manifest, CkptError> {
     }
     if m.tensors_file != TENSORS_FILE {
         return Err(bad(format!("tensors_file is {:?}, expected {TENSORS_FILE:?}", m.tensors_file)));
+    }
+    if let Some(want) = &m.run_sha256 {
+        let got = run_digest(&m.run);
+        if *want != got {
+            return Err(bad(format!(
+                "the run record does not match its digest (run_sha256 {want}, the record hashes to {got}): \
+                 it was edited or damaged after it was written"
+            )));
+        }
     }
     for (name, e) in &m.tensors {
         let tbad = |problem: String| CkptError::Tensor { name: name.clone(), problem };

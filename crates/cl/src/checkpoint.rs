@@ -166,7 +166,80 @@ fn record(ck: &Checkpoint) -> Result<RunRecord, String> {
     if ck.run.get("kind").and_then(Value::as_str) != Some(RUN_KIND) {
         return Err(format!("not an engram run checkpoint (its run.kind is not {RUN_KIND:?})"));
     }
-    serde_json::from_value(ck.run.clone()).map_err(|e| format!("the manifest's run record is invalid: {e}"))
+    let rec: RunRecord =
+        serde_json::from_value(ck.run.clone()).map_err(|e| format!("the manifest's run record is invalid: {e}"))?;
+    check_record(&rec).map_err(|e| format!("the manifest's run record: {e}"))?;
+    Ok(rec)
+}
+
+/// Every value of a run record in its range, before anything reads it: the configuration as
+/// [`RunConfig::validate`] checks flags; R, its training-set twin and b are accuracies in
+/// [0, 1], one row per finished phase and one column per task; times finite and >= 0; the
+/// optimizer's step count inside the run's.
+fn check_record(rec: &RunRecord) -> Result<(), String> {
+    rec.config.validate().map_err(|e| format!("config: {e}"))?;
+    rec.scenario.validate().map_err(|e| format!("scenario: {e}"))?;
+    let tasks = rec.task_names.len();
+    if tasks == 0 {
+        return Err("the run has no task".into());
+    }
+    let accuracy = |what: &str, v: f64| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{what} holds {v}; an accuracy lies in [0, 1]"))
+        }
+    };
+    for (name, r) in [("R", Some(&rec.r)), ("R_train", rec.r_train.as_ref())] {
+        let Some(r) = r else { continue };
+        if r.len() != rec.progress.phases_done {
+            return Err(format!("{name} has {} rows; {} phases are done", r.len(), rec.progress.phases_done));
+        }
+        for (i, row) in r.iter().enumerate() {
+            if row.len() != tasks {
+                return Err(format!("row {} of {name} has {} values; the run has {tasks} tasks", i + 1, row.len()));
+            }
+            row.iter().try_for_each(|&v| accuracy(&format!("row {} of {name}", i + 1), v))?;
+        }
+    }
+    if rec.b.len() != tasks {
+        return Err(format!("b has {} values; the run has {tasks} tasks", rec.b.len()));
+    }
+    rec.b.iter().try_for_each(|&v| accuracy("b", v))?;
+    let p = &rec.profile;
+    let times = [
+        ("seconds", rec.seconds),
+        ("task_seconds", rec.task_seconds),
+        ("profile.forward", p.forward),
+        ("profile.backward", p.backward),
+        ("profile.consolidation_step", p.consolidation_step),
+        ("profile.importance", p.importance),
+        ("profile.evaluation", p.evaluation),
+        ("profile.data", p.data),
+        ("profile.memory_gradients", p.memory_gradients),
+        ("profile.projection", p.projection),
+    ];
+    for (what, v) in times.into_iter().chain(rec.per_task_seconds.iter().map(|&v| ("per_task_seconds", v))) {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(format!("{what} is {v}; a time is a finite number of seconds >= 0"));
+        }
+    }
+    if rec.per_task_seconds.len() > tasks {
+        return Err(format!("per_task_seconds has {} values for {tasks} tasks", rec.per_task_seconds.len()));
+    }
+    if rec.optimizer_steps > rec.progress.steps {
+        return Err(format!(
+            "optimizer_steps is {}, more than the {} training steps the run has done",
+            rec.optimizer_steps, rec.progress.steps
+        ));
+    }
+    if p.projected_steps > p.constrained_steps || p.constrained_steps > rec.progress.steps {
+        return Err(format!(
+            "profile: {} projected of {} constrained steps, {} steps done",
+            p.projected_steps, p.constrained_steps, rec.progress.steps
+        ));
+    }
+    Ok(())
 }
 
 /// What a checkpoint says about its run: the scenario, the config and the front end's record.
@@ -201,11 +274,17 @@ pub fn decode<B: RunBackend>(run: &Run<'_, B>, ck: &Checkpoint) -> Result<StateA
         return Err("the checkpoint was written by a run with another configuration".into());
     }
     let n = check_layers(&rec, scenario, cfg)?;
+    let names: Vec<&str> = scenario.tasks.iter().map(|t| t.name.as_str()).collect();
+    if rec.task_names != names {
+        return Err(format!("the checkpoint's tasks are {:?}; this scenario's are {names:?}", rec.task_names));
+    }
     let theta = saved::upload_f32(be, ck, "model.theta", n)?;
     let mut optimizer = OptimizerState::new(be, cfg.optimizer, n).map_err(|e| e.to_string())?;
     if optimizer.moments.is_some() {
-        optimizer.moments =
-            Some((saved::upload_f32(be, ck, "optimizer.m", n)?, saved::upload_f32(be, ck, "optimizer.v", n)?));
+        optimizer.moments = Some((
+            saved::upload_f32(be, ck, "optimizer.m", n)?,
+            saved::upload_nonnegative_f32(be, ck, "optimizer.v", n)?,
+        ));
     }
     optimizer.t = rec.optimizer_steps;
     let mut strategy = methods::build(run, &theta).map_err(|e| e.to_string())?;

@@ -261,6 +261,22 @@ impl RunConfig {
         if !(self.strength.is_finite() && self.strength >= 0.0) {
             return bad(format!("the penalty strength (--c / --lambda) must be >= 0, got {}", self.strength));
         }
+        if !(self.c.is_finite() && self.c >= 0.0) {
+            return bad(format!("the fused step's penalty strength c must be a finite number >= 0, got {}", self.c));
+        }
+        // c is derived from the strength (EWC's (lambda/2) sum F d^2): they cannot disagree.
+        let c = if self.method == Method::Ewc { self.strength / 2.0 } else { self.strength };
+        if self.c.to_bits() != c.to_bits() {
+            return bad(format!("the penalty strength c is {}, but the strength {} gives {c}", self.c, self.strength));
+        }
+        if let Optimizer::Adam { beta1, beta2, eps, .. } = self.optimizer {
+            if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2)) {
+                return bad(format!("Adam's beta1 and beta2 must lie in [0, 1), got {beta1} and {beta2}"));
+            }
+            if !(eps.is_finite() && eps > 0.0) {
+                return bad(format!("Adam's eps must be a finite number > 0, got {eps}"));
+            }
+        }
         if !(self.xi.is_finite() && self.xi > 0.0) {
             return bad(format!("--xi must be > 0, got {}", self.xi));
         }
@@ -269,6 +285,9 @@ impl RunConfig {
         }
         if self.importance_samples == 0 {
             return bad("--importance-samples must be at least 1".into());
+        }
+        if self.importance_samples > 10_000_000 {
+            return bad(format!("--importance-samples {} is more than 10,000,000", self.importance_samples));
         }
         if self.method.is_episodic() {
             if self.memories == 0 {

@@ -10,6 +10,9 @@ pub fn f32s<'a>(ck: &'a Checkpoint, name: &str, len: usize) -> Result<&'a [f32],
     let t = ck.tensor(name).map_err(|e| e.to_string())?;
     match &t.data {
         Data::F32(v) if v.len() == len && t.shape.len() <= 2 => Ok(v),
+        Data::F32(v) if v.len() == len => {
+            Err(format!("tensor `{name}` has shape {:?}; this run needs a vector or matrix of {len} values", t.shape))
+        }
         Data::F32(v) => Err(format!("tensor `{name}` holds {} values; this run needs {len}", v.len())),
         Data::U32(_) => Err(format!("tensor `{name}` is U32; expected F32")),
     }
@@ -35,6 +38,23 @@ pub fn finite(name: &str, v: &[f32]) -> Result<(), String> {
 pub fn upload_f32<B: Backend>(be: &B, ck: &Checkpoint, name: &str, len: usize) -> Result<B::Buffer<f32>, String> {
     let v = f32s(ck, name, len)?;
     finite(name, v)?;
+    be.upload(v).map_err(|e| e.to_string())
+}
+
+/// [`upload_f32`] of a tensor that is never negative (an importance, a Fisher sum, Adam's
+/// second moment): a negative value is refused as damage, not left to surface later as a
+/// diverging run.
+pub fn upload_nonnegative_f32<B: Backend>(
+    be: &B,
+    ck: &Checkpoint,
+    name: &str,
+    len: usize,
+) -> Result<B::Buffer<f32>, String> {
+    let v = f32s(ck, name, len)?;
+    finite(name, v)?;
+    if let Some(i) = v.iter().position(|&x| x < 0.0) {
+        return Err(format!("tensor `{name}` holds {} at index {i}; its values are never negative", v[i]));
+    }
     be.upload(v).map_err(|e| e.to_string())
 }
 

@@ -206,6 +206,22 @@ pub struct ScenarioSpec {
 }
 
 impl ScenarioSpec {
+    /// Rejects a spec that cannot be built or is out of range (flags, presets and a
+    /// checkpoint's record alike): at least one task, at least one sample per task, a rotation
+    /// step in [0, 360] (fixed angles are checked where they are used, task by task).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tasks == 0 {
+            return Err("the scenario needs at least one task".into());
+        }
+        if self.samples_per_task == Some(0) {
+            return Err("--samples-per-task must be at least 1".into());
+        }
+        if !(self.rotation_step.is_finite() && (0.0..=360.0).contains(&self.rotation_step)) {
+            return Err(format!("--rotation-step {} is not a number of degrees in [0, 360]", self.rotation_step));
+        }
+        Ok(())
+    }
+
     /// Defaults for a benchmark: 5 split tasks, 10 permutations, 20 rotations, 2 even/odd tasks.
     pub fn new(kind: ScenarioKind) -> Self {
         let tasks = match kind {
@@ -246,12 +262,7 @@ fn subset(n_total: usize, want: Option<usize>, rng: &mut ChaCha8Rng, base: Optio
 ///
 /// Errors describe a spec that cannot be built (e.g. zero tasks).
 pub fn build(spec: &ScenarioSpec, train: Arc<Split>, test: Arc<Split>) -> Result<Scenario, String> {
-    if spec.tasks == 0 {
-        return Err("the scenario needs at least one task".into());
-    }
-    if spec.samples_per_task == Some(0) {
-        return Err("--samples-per-task must be at least 1".into());
-    }
+    spec.validate()?;
     // Two streams: one for the tasks themselves (permutations, angles), one for the training
     // subsets, so that --samples-per-task never changes which tasks a seed gives.
     let mut task_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5ce0_a7e1_0000_0000);

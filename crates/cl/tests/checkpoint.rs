@@ -132,7 +132,7 @@ fn checkpoints_that_do_not_fit_are_refused() {
         other => panic!("must be refused, got {:?}", other.map(|r| r.r)),
     };
 
-    let other = RunConfig { c: 2.0, ..c.clone() };
+    let other = RunConfig { c: 2.0, strength: 2.0, ..c.clone() };
     assert!(err(&ck, &other).contains("another configuration"));
     let n = engram_nn::Mlp::new(&layer_sizes(&sc, &c)).num_params();
     let e = err(&tampered(&ck, "model.theta", Tensor::f32(vec![0.0; n - 1])), &c);

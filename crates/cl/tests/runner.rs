@@ -181,7 +181,8 @@ fn validate_rejects_bad_configs_naming_the_flag() {
         assert!(matches!(run(&sc, &c, |_| {}), Err(RunError::Invalid(_))), "{flag}: run must refuse too");
     }
     // Edge values that are fine.
-    for c in [RunConfig { gamma: 0.0, ..base.clone() }, RunConfig { gamma: 1.0, strength: 0.0, ..base.clone() }] {
+    for c in [RunConfig { gamma: 0.0, ..base.clone() }, RunConfig { gamma: 1.0, strength: 0.0, c: 0.0, ..base.clone() }]
+    {
         assert!(validate(&c).is_ok());
     }
     let empty = Scenario { tasks: Vec::new(), ..sc };

@@ -105,6 +105,15 @@ pub fn resume(a: ResumeArgs) -> Result<()> {
     if let Some(o) = a.out {
         outputs.out = Some(o);
     }
+    if outputs.checkpoint_every == Some(0) || outputs.keep_checkpoints == 0 {
+        bail!(
+            "checkpoint {}: its record of the run's outputs has checkpoint_every {:?} and keep_checkpoints {}; \
+             both must be at least 1",
+            dir.display(),
+            outputs.checkpoint_every,
+            outputs.keep_checkpoints
+        );
+    }
     crate::preflight::check_memory("the checkpoint's run", &engram_cl::footprint::footprint(&spec, &cfg))?;
     // The run's outputs are written at its end: refuse now what would fail then.
     if let Some(p) = &outputs.plot {

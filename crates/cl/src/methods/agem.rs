@@ -166,7 +166,7 @@ impl<B: RunBackend> Strategy<B> for Agem<B> {
     }
 
     fn load(&mut self, run: &Run<'_, B>, ck: &Checkpoint, episodic: Option<&Value>, done: usize) -> Result<(), String> {
-        let rec = self.memory.load(run.be, ck, episodic, done)?;
+        let rec = self.memory.load(run, ck, episodic, done)?;
         // A permutation of the rows held when it was last drawn from (rebuilt when the memory has
         // grown since).
         let perm = saved::u32s(ck, "agem.perm")?.to_vec();

@@ -387,6 +387,15 @@ impl<B: RunBackend> EpisodicMemory<B> {
         if end != n {
             return Err(format!("the tasks' rows end at {end}, but there are {n}"));
         }
+        // Every label one of the network's classes, and one its task may predict.
+        for (t, b) in rows.blocks.iter().enumerate() {
+            for &y in &rows.y[b.clone()] {
+                let allowed = rows.masks[t].as_ref().is_none_or(|m| m.get(y as usize) == Some(&true));
+                if y as usize >= self.classes || !allowed {
+                    return Err(format!("task {t}'s memory holds label {y}, not one of the task's classes"));
+                }
+            }
+        }
         let upload = || -> Result<(), RunError> {
             self.x = Some(Tensor::from_host(be, n, self.dim, &rows.x)?);
             self.append(be, MemoryRows { x: Vec::new(), ..rows })
@@ -467,11 +476,12 @@ impl<B: RunBackend> EpisodicMemory<B> {
     /// record (for the method's counters).
     pub fn load(
         &mut self,
-        be: &B,
+        run: &crate::state::Run<'_, B>,
         ck: &engram_ckpt::Checkpoint,
         record: Option<&serde_json::Value>,
         phases_done: usize,
     ) -> Result<EpisodicRecord, String> {
+        let be = run.be;
         let Some(record) = record else {
             return Err("the checkpoint's episodic memory does not match the method".into());
         };
@@ -484,6 +494,17 @@ impl<B: RunBackend> EpisodicMemory<B> {
                 rows.blocks.len(),
                 phases_done
             ));
+        }
+        // Finished task t's mask is the scenario's task t's.
+        for (t, m) in rows.masks.iter().enumerate() {
+            let want = run.scenario.tasks.get(t).and_then(|task| task.mask.as_deref());
+            let want = want.map(|m| TaskMask::new(self.classes, m).flags().to_vec());
+            if *m != want {
+                return Err(format!("the episodic memory's mask of task {} is not the scenario's", t + 1));
+            }
+        }
+        if !(rec.worst_kkt.is_finite() && rec.worst_kkt >= 0.0) {
+            return Err(format!("the episodic record's worst_kkt is {}; a KKT violation is >= 0", rec.worst_kkt));
         }
         self.restore_finished(be, rows).map_err(|e| format!("episodic memory: {e}"))?;
         let current = crate::saved::u32s(ck, "episodic.current")?;

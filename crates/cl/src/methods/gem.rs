@@ -165,7 +165,7 @@ impl<B: RunBackend> Strategy<B> for Gem<B> {
     }
 
     fn load(&mut self, run: &Run<'_, B>, ck: &Checkpoint, episodic: Option<&Value>, done: usize) -> Result<(), String> {
-        let rec = self.memory.load(run.be, ck, episodic, done)?;
+        let rec = self.memory.load(run, ck, episodic, done)?;
         (self.projections, self.constrained_steps, self.worst_kkt) =
             (rec.projections, rec.constrained_steps, rec.worst_kkt);
         Ok(())

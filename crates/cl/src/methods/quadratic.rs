@@ -276,7 +276,15 @@ impl<B: RunBackend> Strategy<B> for Quadratic<B> {
             return Err("the checkpoint's episodic memory does not match the method".into());
         }
         let (be, n) = (run.be, run.model.num_params());
-        self.state.big_omega = saved::upload_f32(be, ck, "penalty.big_omega", n)?;
+        // Omega is never negative (Fisher, MAS, L2's ones, SI with its relu), except for SI
+        // without the relu (`--si-relu none`), which keeps negative importances on purpose.
+        let cfg = run.cfg;
+        self.state.big_omega = if cfg.method == crate::config::Method::Si && cfg.si_relu == crate::config::SiRelu::None
+        {
+            saved::upload_f32(be, ck, "penalty.big_omega", n)?
+        } else {
+            saved::upload_nonnegative_f32(be, ck, "penalty.big_omega", n)?
+        };
         self.state.theta_star = saved::upload_f32(be, ck, "penalty.theta_star", n)?;
         if self.state.omega.is_some() {
             self.state.omega = Some(saved::upload_f32(be, ck, "penalty.omega", n)?);
