@@ -1,6 +1,6 @@
 //! Checkpoints end to end, through the `engram` binary on the real MNIST (ENGRAM_DATA; a SKIP
-//! line without it): a run killed with SIGKILL in the middle of a task and resumed ends
-//! bit-identical to an uninterrupted run; Python's safetensors and NumPy read engram's tensors
+//! line without it): a run killed with SIGKILL in the middle of a task, or in the middle of
+//! writing a checkpoint, and resumed ends bit-identical to an uninterrupted run; Python's safetensors and NumPy read engram's tensors
 //! exactly; damaged checkpoints and unusable locations are refused with clear messages;
 //! `--init-from` starts new tasks from a trained model.
 
@@ -92,6 +92,70 @@ fn sigkill_in_the_middle_of_a_task_then_resume_is_bit_identical() {
     assert!(o.status.success(), "{}", text(&o).1);
     assert!(text(&o).1.contains("5/5 tasks done"), "{}", text(&o).1);
     assert_eq!(r_bits(&again), r_bits(&full));
+}
+
+/// Whether process `pid` has a checkpoint write under way in `ck` (its temporary directory
+/// `.tmp-<name>-<pid>` exists).
+fn write_under_way(ck: &Path, pid: u32) -> bool {
+    let suffix = format!("-{pid}");
+    std::fs::read_dir(ck).is_ok_and(|d| {
+        d.filter_map(Result::ok).any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(".tmp-") && n.ends_with(&suffix)
+        })
+    })
+}
+
+/// SIGKILL while a checkpoint is being written (a checkpoint after every step, the kill sent as
+/// soon as a write's temporary directory appears), three times over, each time resuming the
+/// killed run: the half-written checkpoint is never read, and the run ends bit-identical to an
+/// uninterrupted one.
+#[test]
+fn sigkill_during_a_checkpoint_write_then_resume_is_bit_identical() {
+    let Some(data) = mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.json");
+    let o = engram().args(SPLIT_SI).arg(&data).arg("--out").arg(&full).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+
+    let ck = dir.path().join("ckpt");
+    let resumed = dir.path().join("resumed.json");
+    let mut hits = 0;
+    for round in 0..3 {
+        let mut cmd = engram();
+        if round == 0 {
+            cmd.args(SPLIT_SI).arg(&data).args(["--checkpoint-every", "1", "--checkpoint-dir"]).arg(&ck);
+            cmd.arg("--out").arg(&resumed);
+        } else {
+            cmd.args(["resume", "--quiet", "--data-dir"]).arg(&data).arg(&ck);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // Let it train a while, then kill it the moment a write is under way.
+        std::thread::sleep(Duration::from_millis(300 + 400 * round));
+        let t0 = Instant::now();
+        let complete = || engram_ckpt::latest(&ck).ok().flatten().is_some();
+        let pid = child.id();
+        while !complete() || !write_under_way(&ck, pid) {
+            assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint write seen");
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("round {round}: the run ended ({status}) before it could be killed");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        child.kill().unwrap(); // SIGKILL on Unix
+        assert!(!child.wait().unwrap().success(), "the run was not killed");
+        // The write was cut: its temporary directory is left, and never read as a checkpoint.
+        if write_under_way(&ck, pid) {
+            hits += 1;
+        }
+        let newest = engram_ckpt::latest(&ck).unwrap().expect("a complete checkpoint");
+        Checkpoint::read(&newest).expect("the newest complete checkpoint reads");
+    }
+    eprintln!("{hits} of 3 kills landed in the middle of a checkpoint write");
+    assert!(hits >= 1, "no kill landed in the middle of a write");
+    let o = engram().args(["resume", "--quiet", "--data-dir"]).arg(&data).arg(&ck).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(r_bits(&resumed), r_bits(&full), "resumed R differs from the uninterrupted run's");
 }
 
 const PY: &str = r#"
