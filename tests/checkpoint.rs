@@ -330,9 +330,21 @@ fn bad_locations_and_damaged_checkpoints_are_refused_clearly() {
     let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(m["format"], "engram-checkpoint");
 
+    // A run record out of range (an accuracy of 2 in R), written with a valid digest: refused
+    // before anything resumes, the field named, the older intact checkpoint suggested.
+    let newest = kept[1].clone();
+    let mut bad = Checkpoint::read(&newest).unwrap();
+    bad.run["R"][0][0] = serde_json::json!(2.0);
+    let name = newest.file_name().unwrap().to_str().unwrap().to_string();
+    engram_ckpt::write_atomic(&ck, &name, &bad).unwrap();
+    let o = engram().args(["resume", "--quiet", "--data-dir"]).arg(&data).arg(&ck).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("row 1 of R holds 2") && err.contains("[0, 1]"), "{err}");
+    assert!(err.contains(&format!("engram resume {}", kept[0].display())), "no pointer to the older one: {err}");
+
     // Flip one byte inside `model.theta` (the first tensor in the file): refused, the tensor
     // named, the older checkpoint suggested.
-    let newest = kept[1].clone();
     let tf = newest.join(engram_ckpt::TENSORS_FILE);
     let mut bytes = std::fs::read(&tf).unwrap();
     let n = bytes.len();

@@ -67,18 +67,24 @@ pub fn prepare_dir(d: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads the checkpoint at `path` (a run's directory: its newest) and checks its run record as a
+/// whole; a refusal names the next-older checkpoint of the same run that passes both.
 fn read(path: &Path) -> Result<(PathBuf, Checkpoint)> {
     let dir = engram_ckpt::resolve(path)?;
-    let ck = Checkpoint::read(&dir).with_context(|| {
-        let mut hint = format!("checkpoint {} is damaged", dir.display());
-        if let Some(prev) = dir.parent().and_then(|p| engram_ckpt::list(p).ok()).and_then(|mut l| {
-            l.retain(|c| c != &dir);
-            l.pop()
-        }) {
-            hint.push_str(&format!("; an older one is {}", prev.display()));
+    let intact = |d: &Path| Checkpoint::read(d).ok().filter(|ck| cc::describe(ck).is_ok());
+    let hint = || {
+        let mut hint = format!("checkpoint {} is refused", dir.display());
+        let older = dir.parent().and_then(|p| engram_ckpt::list(p).ok()).and_then(|l| {
+            l.into_iter().rev().filter(|c| c != &dir && c.file_name() < dir.file_name()).find(|c| intact(c).is_some())
+        });
+        match older {
+            Some(prev) => hint.push_str(&format!("; an older one is intact: engram resume {}", prev.display())),
+            None => hint.push_str("; no older checkpoint of this run is intact"),
         }
         hint
-    })?;
+    };
+    let ck = Checkpoint::read(&dir).with_context(hint)?;
+    cc::describe(&ck).map_err(|e| anyhow::anyhow!("{e}")).with_context(hint)?;
     Ok((dir, ck))
 }
 
