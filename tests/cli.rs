@@ -62,6 +62,10 @@ fn bad_arguments_are_refused() {
         (&["run", "--scenario", "split-mnist", "--method", "si", "--hidden", "100000000"], "this machine has"),
         (&["run", "--scenario", "permuted-mnist", "--method", "l2", "--tasks", "1000000000"], "this machine has"),
         (&["train", "--hidden", "10000000000"], "this machine has"),
+        (
+            &["sweep", "--scenario", "split-mnist", "--method", "si", "--grid", "hidden=64,100000000"],
+            "this machine has",
+        ),
         (&["reproduce", "si-split-mnist", "--seeds", "0"], "--seeds"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--xi", "0"], "--xi"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--epochs", "0"], "--epochs"),

@@ -365,6 +365,11 @@ fn sweep(spec: SweepSpec) -> Result<()> {
     let figure = spec.plot.clone().unwrap_or_else(|| dir.join("sweep.png"));
     plot::Format::of(&figure)?;
     let select = spec.select_jobs(&grid)?;
+    // Every setting's run must fit the machine (runs side by side are warned about below).
+    for job in &select {
+        let (scn, cfg) = job.args.resolve()?;
+        crate::preflight::check_memory(&format!("run {}", job.id), &engram_cl::footprint::footprint(&scn, &cfg))?;
+    }
     if let Some(k) = spec.select_tasks {
         let (scn, _) = select[0].args.resolve()?;
         if k == 0 || k > scn.tasks {
