@@ -13,6 +13,10 @@
 //!   file) applied to a valid checkpoint from `to_bytes`, so the fuzzer starts deep; an untouched
 //!   checkpoint must read back exactly, a truncated tensor file must be refused naming the
 //!   truncated tensor, a changed data byte must be refused naming the tensor that holds it.
+//! * [`manifest`]: bytes that parse as JSON become a checkpoint's run record, checked as
+//!   `engram resume` checks it (`describe`, `progress`); a refusal must carry a message.
+//! * [`toml`]: the bytes (as text) are a `run.toml`, read and validated as `engram run --config`
+//!   does; a refusal must carry a message.
 
 use flate2::{read::MultiGzDecoder, write::GzEncoder, Compression};
 use std::io::{Read, Write};
@@ -330,5 +334,30 @@ pub mod checkpoint {
         };
         let (m, t) = rest.split_at(len.min(rest.len()));
         let _ = read(m, t);
+    }
+}
+
+/// The `manifest` target.
+pub mod manifest {
+    /// One input: refused with a message, or accepted (see the module comment).
+    pub fn run(data: &[u8]) {
+        let Ok(run) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+        let ck = engram_ckpt::Checkpoint { run, tensors: Default::default() };
+        if let Err(e) = engram_cl::checkpoint::describe(&ck) {
+            assert!(!e.is_empty(), "a refusal without a message");
+        }
+        if let Err(e) = engram_cl::checkpoint::progress(&ck) {
+            assert!(!e.is_empty(), "a refusal without a message");
+        }
+    }
+}
+
+/// The `toml` target.
+pub mod toml {
+    /// One input: refused with a message, or accepted (see the module comment).
+    pub fn run(data: &[u8]) {
+        if let Err(e) = engram_cli::check_config_text(&String::from_utf8_lossy(data)) {
+            assert!(!e.is_empty(), "a refusal without a message");
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod ckpt;
 mod common;
 mod config;
+pub use config::check_config_text;
 mod explain_si;
 mod plot;
 mod preflight;

@@ -52,6 +52,21 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, clap::Error> {
     expand_with(args, read_file)
 }
 
+/// What `engram run --config FILE` makes of a file holding `text`, up to the resolved and
+/// validated configuration, without the disk: `Ok` when the run would start, the refusal
+/// otherwise. The fuzz target of the TOML reader (`fuzz/`, target `toml`) calls it on any text:
+/// it must never panic.
+pub fn check_config_text(text: &str) -> Result<(), String> {
+    let args: Vec<OsString> = ["engram", "run", "--config", "run.toml"].into_iter().map(OsString::from).collect();
+    let args = expand_with(args, |_| Ok(text.to_string())).map_err(|e| e.to_string())?;
+    let matches = command().try_get_matches_from(args).map_err(|e| e.to_string())?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    match cli.command {
+        crate::Command::Run(a) => a.resolve().map(|_| ()).map_err(|e| e.to_string()),
+        _ => Err("not a run".into()),
+    }
+}
+
 /// [`expand`] with the file read by `read` (tests give the text directly).
 fn expand_with(
     args: Vec<OsString>,

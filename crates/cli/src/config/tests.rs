@@ -473,3 +473,21 @@ fn value_text() -> impl Strategy<Value = String> {
         1 => any::<String>(),
     ]
 }
+
+/// `check_config_text` (the TOML fuzz target's entry): a usable file passes, and out-of-range
+/// values, unknown keys and huge numbers are refused with a message, not a panic.
+#[test]
+fn check_config_text_accepts_a_run_and_refuses_hostile_files() {
+    check_config_text("scenario = \"split-mnist\"\nmethod = \"si\"\nepochs = 2\n").unwrap();
+    for (text, want) in [
+        ("scenario = \"split-mnist\"\nmethod = \"si\"\nepochs = 1000000000000\n", "--epochs"),
+        ("scenario = \"split-mnist\"\nmethod = \"si\"\nepochs = 1e12\n", "epochs"),
+        ("scenario = \"split-mnist\"\nmethod = \"si\"\nlr = -1\n", "--lr"),
+        ("scenario = \"split-mnist\"\nmethod = \"si\"\nnope = 1\n", "nope"),
+        ("scenario = \"split-mnist\"\n", "method"),
+        ("\u{0}\u{ffff}[[[", "run.toml"),
+    ] {
+        let e = check_config_text(text).unwrap_err();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
