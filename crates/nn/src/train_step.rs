@@ -196,7 +196,18 @@ impl<B: Backend> StepBuffers<B> {
             next = b.rows.end;
         }
         let n = next;
-        let ranges: Vec<std::ops::Range<usize>> = blocks.iter().map(|b| b.rows.clone()).collect();
+        // The blocks' rows for matmul_tn_blocks: no allocation for the training step's one block.
+        let (one, many): ([std::ops::Range<usize>; 1], Vec<std::ops::Range<usize>>);
+        let ranges: &[std::ops::Range<usize>] = match blocks {
+            [b] => {
+                one = [b.rows.clone()];
+                &one
+            }
+            _ => {
+                many = blocks.iter().map(|b| b.rows.clone()).collect();
+                &many
+            }
+        };
         assert_eq!(n, x.rows, "the blocks cover {n} rows, the batch has {}", x.rows);
         assert_eq!(labels.len(), n, "{} labels for {n} rows", labels.len());
         assert_eq!(x.cols, model.inputs(), "the batch has {} columns, the model {} inputs", x.cols, model.inputs());
@@ -233,7 +244,7 @@ impl<B: Backend> StepBuffers<B> {
             let g = grads.reborrow();
             let span = (blocks.len() - 1) * p + layer.fan_in * layer.fan_out;
             let dw = ViewMut::new(&mut *g.buf, g.offset + layer.weight.start, 1, span);
-            be.matmul_tn_blocks(h, dz, &ranges, dw, p)?;
+            be.matmul_tn_blocks(h, dz, ranges, dw, p)?;
             if l > 0 {
                 let w = View::new(theta, layer.weight.start, layer.fan_in, layer.fan_out);
                 let dh = ViewMut::new(&mut self.input_grad.buf, 0, n, layer.fan_in);
