@@ -55,7 +55,7 @@ fn corrupted_idx_names_file_and_fault() {
 fn bad_arguments_are_refused() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--scenario", "nope", "--method", "si"], "nope"),
-        (&["run", "--scenario", "split-mnist", "--method", "si", "--c", "-1"], "strength"),
+        (&["run", "--scenario", "split-mnist", "--method", "si", "--c", "-1"], "--c (the penalty strength)"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--lr", "-0.1"], "--lr"),
         (&["run", "--scenario", "split-mnist", "--method", "ewc", "--gamma", "2"], "--gamma"),
         (&["run", "--scenario", "split-mnist", "--method", "si", "--epochs", "1000000000000"], "--epochs"),
@@ -176,4 +176,37 @@ fn unwritable_outputs_and_huge_thread_counts_are_refused_before_any_work() {
         assert_eq!(o.status.code(), Some(1), "{cmd:?}: {err}");
         assert!(err.contains("is a folder"), "{cmd:?}: {err}");
     }
+}
+
+/// `engram run --check` stops where training would begin: it reports what would run, reads the
+/// data (a missing folder is refused), and leaves nothing behind (no checkpoint folder, no
+/// output file).
+#[test]
+fn check_reports_the_run_and_trains_nothing() {
+    let Some(data) = mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("a/b/ck");
+    let out = dir.path().join("r.json");
+    let o = engram()
+        .args(["run", "--scenario", "split-mnist", "--method", "si", "--check", "--data-dir"])
+        .arg(&data)
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        stdout.contains("ready") && stdout.contains("269322 parameters") && stdout.contains("nothing trained"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "--check left files behind");
+    let o = engram()
+        .args(["run", "--scenario", "split-mnist", "--method", "si", "--check", "--data-dir", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("/nonexistent"), "{}", text(&o).1);
 }

@@ -19,19 +19,12 @@
 
 mod common;
 
-use common::{engram, mnist_dir, text};
+use common::{engram, map_parallel, mnist_dir, run_limited, text, Outcome};
 
 use engram_ckpt::Checkpoint;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// The longest a case may take (an accepted case trains the rest of a short run).
-const CASE_LIMIT: Duration = Duration::from_secs(120);
 
 /// A short run's flags: 200 samples a task, 2 epochs, a checkpoint every 5 steps.
 fn short_run(method: &str, scenario: &str) -> Vec<String> {
@@ -53,43 +46,6 @@ fn short_run(method: &str, scenario: &str) -> Vec<String> {
         "--no-verify",
     ];
     args.iter().map(|s| s.to_string()).collect()
-}
-
-/// How a case ended.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Accepted,
-    Refused,
-    /// A panic, a signal, a hang, or a failure without a message.
-    Bad(String),
-}
-
-/// Runs `cmd` with [`CASE_LIMIT`], killing it past that.
-fn run_limited(mut cmd: Command) -> Outcome {
-    let mut child =
-        cmd.env("RUST_BACKTRACE", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("engram starts");
-    let t0 = Instant::now();
-    loop {
-        match child.try_wait().expect("wait") {
-            Some(status) => {
-                let out = child.wait_with_output().expect("output");
-                let err = text(&out).1;
-                let brief: String = err.trim().chars().take(300).collect();
-                return match status.code() {
-                    Some(0) => Outcome::Accepted,
-                    Some(1) if err.contains("error:") => Outcome::Refused,
-                    Some(c) => Outcome::Bad(format!("exit {c}: {brief}")),
-                    None => Outcome::Bad(format!("killed by a signal: {brief}")),
-                };
-            }
-            None if t0.elapsed() > CASE_LIMIT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Outcome::Bad(format!("still running after {CASE_LIMIT:?}"));
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
 }
 
 /// One case: a checkpoint directory to hand to `resume` and `inspect`.
@@ -269,36 +225,24 @@ fn hostile_checkpoints_are_refused_or_accepted_cleanly() {
     #[cfg(unix)]
     file_cases(&mid, &cases_dir, &mut cases);
 
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Outcome, Outcome)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(c) = cases.get(i) else { return };
-                let out = c.dir.with_extension("out.json");
-                let mut resume = engram();
-                resume.arg("resume").arg(&c.dir).args(["--quiet", "--no-verify", "--threads", "1", "--data-dir"]);
-                resume.arg(&data).arg("--out").arg(&out);
-                let r = run_limited(resume);
-                let mut inspect = engram();
-                inspect.arg("inspect").arg(&c.dir);
-                let n = run_limited(inspect);
-                results.lock().unwrap().push((i, r, n));
-            });
-        }
+    let results = map_parallel(&cases, |c| {
+        let out = c.dir.with_extension("out.json");
+        let mut resume = engram();
+        resume.arg("resume").arg(&c.dir).args(["--quiet", "--no-verify", "--threads", "1", "--data-dir"]);
+        resume.arg(&data).arg("--out").arg(&out);
+        let r = run_limited(resume);
+        let mut inspect = engram();
+        inspect.arg("inspect").arg(&c.dir);
+        (r, run_limited(inspect))
     });
-    let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|r| r.0);
     // category -> (cases, refused, accepted, accepted labels)
     let mut table: BTreeMap<String, (usize, usize, usize, Vec<String>)> = BTreeMap::new();
     let mut bad = Vec::new();
-    for (i, resume, inspect) in &results {
-        let c = &cases[*i];
+    for (c, (resume, inspect)) in cases.iter().zip(&results) {
         let row = table.entry(c.category.clone()).or_default();
         row.0 += 1;
         match resume {
-            Outcome::Refused => row.1 += 1,
+            Outcome::Refused(_) => row.1 += 1,
             Outcome::Accepted => {
                 row.2 += 1;
                 row.3.push(c.label.clone());

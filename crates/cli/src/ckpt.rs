@@ -45,12 +45,35 @@ pub struct InspectArgs {
 }
 
 /// Creates the checkpoint directory if needed and checks that it can be written and holds no
-/// other run's checkpoints.
-pub fn prepare_dir(d: &Path) -> Result<()> {
+/// other run's checkpoints. With `create` false (`engram run --check`) nothing is left behind:
+/// the folders it had to make are removed again.
+pub fn prepare_dir(d: &Path, create: bool) -> Result<()> {
+    if d.as_os_str().is_empty() {
+        bail!("--checkpoint-dir: the path is empty");
+    }
     if d.exists() && !d.is_dir() {
         bail!("--checkpoint-dir {} is a file, not a directory", d.display());
     }
-    std::fs::create_dir_all(d).with_context(|| format!("cannot create --checkpoint-dir {}", d.display()))?;
+    // With `create` false, the folders that do not exist yet are made to check that they can
+    // be, and removed again at the end.
+    let made = if create || d.is_dir() {
+        Vec::new()
+    } else {
+        let abs = std::path::absolute(d).with_context(|| format!("--checkpoint-dir {}", d.display()))?;
+        abs.ancestors().take_while(|a| !a.exists()).map(Path::to_path_buf).collect()
+    };
+    let checked = std::fs::create_dir_all(d)
+        .with_context(|| format!("cannot create --checkpoint-dir {}", d.display()))
+        .and_then(|()| check_empty_and_writable(d));
+    // Deepest first.
+    for m in &made {
+        let _ = std::fs::remove_dir(m);
+    }
+    checked
+}
+
+/// The rest of [`prepare_dir`], on an existing directory.
+fn check_empty_and_writable(d: &Path) -> Result<()> {
     if let Some(old) = engram_ckpt::latest(d)? {
         bail!(
             "--checkpoint-dir {} already holds checkpoints ({}); continue that run with `engram resume {}`, \

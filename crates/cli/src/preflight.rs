@@ -74,6 +74,9 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
     if path.as_os_str().is_empty() {
         bail!("{flag}: the path is empty");
     }
+    if path.as_os_str().as_encoded_bytes().ends_with(std::path::MAIN_SEPARATOR_STR.as_bytes()) {
+        bail!("{flag} {shown}: ends with {}, so names a folder, not a file", std::path::MAIN_SEPARATOR);
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => bail!("{flag} {shown}: is a folder, not a file"),
         Ok(m) if !m.is_file() => bail!("{flag} {shown}: exists and is not a regular file (a FIFO, device or socket)"),
@@ -122,6 +125,8 @@ mod tests {
         let missing = dir.path().join("no/such/folder/r.json");
         assert!(err(&missing).contains("does not exist"), "{}", err(&missing));
         assert!(err(Path::new("")).contains("empty"));
+        let slash = PathBuf::from(format!("{}/r.json/", dir.path().display()));
+        assert!(err(&slash).contains("names a folder"), "{}", err(&slash));
         #[cfg(unix)]
         {
             let fifo = dir.path().join("fifo");

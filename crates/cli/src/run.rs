@@ -169,6 +169,12 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Check everything the run needs and stop before training: every value, the output files
+    /// (--out, --csv, --plot), the checkpoint directory, the memory the run would need against
+    /// the machine's, the thread count, the device, the MNIST files and --init-from. Prints what
+    /// would run; creates and changes nothing. Exit status 0 when the run would start.
+    #[arg(long)]
+    pub check: bool,
     /// Read flags from a TOML file. Each key is a long flag name of `engram run` without the
     /// dashes (or the same in snake_case); flags on the command line override the file.
     ///
@@ -253,7 +259,8 @@ impl RunArgs {
         }
         if let Some(s) = strength {
             if !(s.is_finite() && s >= 0.0) {
-                bail!("the penalty strength must be a number >= 0, got {s}");
+                let flag = if self.method == Method::Si { "--c" } else { "--lambda" };
+                bail!("{flag} (the penalty strength) must be a number >= 0, got {s}");
             }
         }
         if self.setting != Setting::Task && self.scenario != ScenarioKind::SplitMnist {
@@ -316,7 +323,8 @@ impl RunArgs {
 /// Runs `engram run`.
 pub fn run(a: RunArgs) -> Result<()> {
     let (spec, cfg) = a.resolve()?;
-    crate::preflight::check_memory("this run", &engram_cl::footprint::footprint(&spec, &cfg))?;
+    let footprint = engram_cl::footprint::footprint(&spec, &cfg);
+    crate::preflight::check_memory("this run", &footprint)?;
     // Refuse what would fail to be written before training, not after.
     if let Some(p) = &a.plot {
         engram_plot::Format::of(p)?;
@@ -350,7 +358,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         keep_checkpoints: a.keep_checkpoints,
     };
     if let Some(d) = &a.checkpoint_dir {
-        crate::ckpt::prepare_dir(d)?;
+        crate::ckpt::prepare_dir(d, !a.check)?;
     }
     let device = a.compute.device()?;
     let sc = LoadedMnist::load(&a.data)?.scenario(&spec)?;
@@ -358,6 +366,20 @@ pub fn run(a: RunArgs) -> Result<()> {
         Some(p) => crate::ckpt::init_from(p, &sc, &cfg)?,
         None => Start::Fresh,
     };
+    if a.check {
+        println!(
+            "engram run --check: ready. {} with {} tasks, {} ({} parameters, {} epoch(s) of batch {}), \
+             about {} of memory; nothing trained, nothing written",
+            spec.kind.name(),
+            sc.tasks.len(),
+            cfg.method.name(),
+            footprint.params,
+            cfg.epochs,
+            cfg.batch,
+            engram_cl::footprint::human(footprint.total()),
+        );
+        return Ok(());
+    }
     let res = execute_with(&device, &sc, &spec, &cfg, start, a.checkpoint_dir.as_deref(), &outputs, a.quiet)?;
     finish(&spec, &sc, &cfg, &res, &outputs)
 }

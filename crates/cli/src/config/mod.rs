@@ -157,6 +157,12 @@ fn error(kind: ErrorKind, message: impl std::fmt::Display) -> clap::Error {
 fn read_file(path: &Path) -> Result<String, clap::Error> {
     let io =
         |e: std::io::Error| error(ErrorKind::Io, format!("cannot read the configuration file {}: {e}", path.display()));
+    // Only a regular file (a link to one is fine): a FIFO would block the read for ever.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, device or socket)" };
+        return Err(error(ErrorKind::Io, format!("the configuration file {} is {what}", path.display())));
+    }
     let f = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
     f.take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
