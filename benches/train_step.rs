@@ -327,10 +327,11 @@ fn median(xs: &mut [f64]) -> f64 {
 /// `step / (matmuls + fused step)` (issue 16: within 1.3). Printed as a table; criterion's own
 /// samples of the same three are in the groups above (run from criterion's own thread).
 fn bench_step_vs_floor(_c: &mut Criterion) {
-    // On a worker of the pool, as `engram` runs its commands (crates/cli/src/common.rs): the
-    // kernels' parallel blocks are then joined, not handed across from an outside thread.
+    // On a worker of the pool with the other workers polling, as `engram` runs its commands
+    // (crates/cli/src/lib.rs, `engram_tape::cpu::install_polling`): the kernels' parallel
+    // blocks are then joined, not handed across from an outside thread, and no worker sleeps.
     let pool = rayon::ThreadPoolBuilder::new().build().expect("a thread pool");
-    pool.install(step_vs_floor);
+    engram_tape::cpu::install_polling(&pool, step_vs_floor);
 }
 
 fn step_vs_floor() {

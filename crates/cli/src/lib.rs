@@ -78,7 +78,7 @@ pub fn main() -> i32 {
         _ => None,
     };
     let result = common::ComputeArgs::pool(threads).and_then(|pool| {
-        pool.install(|| match cli.command {
+        engram_tape::cpu::install_polling(&pool, || match cli.command {
             Command::Train(a) => train::run(a),
             Command::Run(a) => run::run(*a),
             Command::Reproduce(a) => reproduce::run(a),

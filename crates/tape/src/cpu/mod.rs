@@ -9,10 +9,12 @@
 mod data;
 mod elementwise;
 mod matmul;
+mod polling;
 mod reduce;
 mod softmax;
 
 pub use matmul::matmul;
+pub use polling::install_polling;
 pub use reduce::{dot_f64, dot_f64_f64, gram_f64};
 
 use crate::backend::{BackendError, PixelMap, Result};
