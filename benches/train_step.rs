@@ -38,12 +38,15 @@
 //! so training no longer slows down this way; the restarts stay, so that every sample measures
 //! the same early-training state.)
 //!
+//! Every bench runs as `engram` runs its commands: on a worker of a rayon pool whose other
+//! workers poll for work (`main` below).
+//!
 //! Run: `cargo bench --bench train_step` (about two minutes on 2 cores).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use engram_nn::{Backend, Batch, Cpu, Init, Mlp, StepBuffers, Tensor, ViewMut};
 use engram_si::{Optimizer, OptimizerState};
 use ndarray::Array2;
@@ -325,13 +328,12 @@ fn median(xs: &mut [f64]) -> f64 {
 /// block of full steps, a block of the step's matrix products back to back and a block of the
 /// fused step alone (the Adam update), each timed; the medians over rounds, and the ratio
 /// `step / (matmuls + fused step)` (issue 16: within 1.3). Printed as a table; criterion's own
-/// samples of the same three are in the groups above (run from criterion's own thread).
+/// samples of the same three are in the groups above.
 fn bench_step_vs_floor(_c: &mut Criterion) {
-    // On a worker of the pool with the other workers polling, as `engram` runs its commands
-    // (crates/cli/src/lib.rs, `engram_tape::cpu::install_polling`): the kernels' parallel
-    // blocks are then joined, not handed across from an outside thread, and no worker sleeps.
-    let pool = rayon::ThreadPoolBuilder::new().build().expect("a thread pool");
-    engram_tape::cpu::install_polling(&pool, step_vs_floor);
+    // Already on a worker of the pool with the other workers polling (`main`), as `engram`
+    // runs its commands: the kernels' parallel blocks are joined, not handed across from an
+    // outside thread, and no worker sleeps.
+    step_vs_floor();
 }
 
 fn step_vs_floor() {
@@ -401,4 +403,13 @@ fn bench_parts(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_train_step, bench_matmul, bench_parts, bench_step_vs_floor);
-criterion_main!(benches);
+
+/// Every bench on a worker of a thread pool whose other workers poll for work, as `engram` runs
+/// its commands (`engram_tape::cpu::install_polling`, crates/cli/src/lib.rs).
+fn main() {
+    let pool = rayon::ThreadPoolBuilder::new().build().expect("a thread pool");
+    engram_tape::cpu::install_polling(&pool, || {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    });
+}
