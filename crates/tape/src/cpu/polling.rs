@@ -25,19 +25,25 @@ const YIELD_EVERY: u32 = 32;
 const NAP: Duration = Duration::from_micros(200);
 
 /// Runs `f` on a worker of `pool` (as [`rayon::ThreadPool::install`]) while the pool's other
-/// workers poll for its parallel work until `f` returns.
+/// workers, up to one per core, poll for its parallel work until `f` returns.
 pub fn install_polling<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> R {
     pool.install(|| {
         if rayon::current_num_threads() < 2 {
             return f();
         }
         let done = Arc::new(AtomicBool::new(false));
-        let me = rayon::current_thread_index();
+        let me = rayon::current_thread_index().unwrap_or(0);
         let flag = done.clone();
+        // At most one worker per core polls, the command's worker included: with more workers
+        // than cores, the others would take the cores the command and its work need.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let pollers = rayon::current_num_threads().min(cores) - 1;
         // One job per worker; the command's own worker skips its own (it must never poll, or
-        // nothing would end the polling).
+        // nothing would end the polling), and so do the workers past the first `pollers`.
         pool.spawn_broadcast(move |ctx| {
-            if Some(ctx.index()) != me {
+            let i = ctx.index();
+            let rank = if i < me { i } else { i.wrapping_sub(1) };
+            if i != me && rank < pollers {
                 poll(&flag);
             }
         });
