@@ -129,11 +129,12 @@ impl Rotation {
 /// Interpolates one pixel from its taps (zero-weight taps are skipped, so the outside of the
 /// image is exactly 0 whatever the source holds).
 fn apply(src: &[f32], taps: &Taps) -> f32 {
+    // A zero tap adds +0 instead of being skipped: the same sum (`v` starts at +0 and an exact
+    // cancellation rounds to +0, so it is never -0, and `v + 0 = v`), without a branch; and not
+    // `0 * src[i]`, which is NaN where that pixel is infinite.
     let mut v = 0.0;
     for &(i, w) in taps {
-        if w != 0.0 {
-            v += w * src[i as usize];
-        }
+        v += if w != 0.0 { w * src[i as usize] } else { 0.0 };
     }
     v
 }
