@@ -4,8 +4,8 @@
 //! rayon's workers, some hundred times per training step. A rayon worker that finds no work
 //! goes to sleep after a short spin, and waking it takes a system call and, on a virtual
 //! machine, an interrupt through the hypervisor: `perf` puts about a tenth of a run's samples
-//! in the kernel's scheduler. [`install_polling`] runs a command on one worker while every other
-//! worker polls for work instead of sleeping (`rayon::yield_now`, which steals a pending job and
+//! in the kernel's scheduler. [`install_polling`] runs a command on one worker while the other
+//! workers (up to one per core, the command's included) poll for work instead of sleeping (`rayon::yield_now`, which steals a pending job and
 //! runs it), the way OpenMP runtimes keep their threads spinning between parallel regions. A
 //! worker that found nothing for [`SPIN`] sleeps in short naps, so a long serial phase (loading
 //! data, writing a checkpoint) does not hold a core.
@@ -59,8 +59,7 @@ pub fn install_polling<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R 
     })
 }
 
-/// Runs the pool's pending jobs as they appear until `done`.
-/// Between two looks it spins, giving the core to another runnable thread every
+/// Runs the pool's pending jobs as they appear until `done`. Between two looks it spins, giving the core to another runnable thread every
 /// [`YIELD_EVERY`] looks (where the machine is shared, a spinning worker must not hold a core
 /// another process needs).
 fn poll(done: &AtomicBool) {
