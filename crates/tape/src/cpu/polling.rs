@@ -34,16 +34,11 @@ pub fn install_polling<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R 
         let done = Arc::new(AtomicBool::new(false));
         let me = rayon::current_thread_index().unwrap_or(0);
         let flag = done.clone();
-        // At most one worker per core polls, the command's worker included: with more workers
-        // than cores, the others would take the cores the command and its work need.
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let pollers = rayon::current_num_threads().min(cores) - 1;
-        // One job per worker; the command's own worker skips its own (it must never poll, or
-        // nothing would end the polling), and so do the workers past the first `pollers`.
+        let threads = rayon::current_num_threads();
+        // One job per worker; those that are not to poll return at once.
         pool.spawn_broadcast(move |ctx| {
-            let i = ctx.index();
-            let rank = if i < me { i } else { i.wrapping_sub(1) };
-            if i != me && rank < pollers {
+            if polls(ctx.index(), me, threads, cores) {
                 poll(&flag);
             }
         });
@@ -57,6 +52,16 @@ pub fn install_polling<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R 
         let _stop = Stop(done);
         f()
     })
+}
+
+/// Whether worker `i` of `threads` polls while worker `me` runs the command, on a machine of
+/// `cores`. The command's worker never does (nothing would end its polling), and at most one
+/// worker per core polls, the command's included: with more workers than cores, the others
+/// would take the cores the command and its work need.
+fn polls(i: usize, me: usize, threads: usize, cores: usize) -> bool {
+    let pollers = threads.min(cores).saturating_sub(1);
+    let rank = if i < me { i } else { i.wrapping_sub(1) };
+    i != me && i < threads && rank < pollers
 }
 
 /// Runs the pool's pending jobs as they appear until `done`. Between two looks it spins, giving the core to another runnable thread every
@@ -92,6 +97,19 @@ mod tests {
     /// The command's parallel work is done (by both workers), its result returned, and the
     /// pollers stop: a second command on the same pool runs too, and one after a command that
     /// panicked.
+    /// Every worker but the command's polls, up to one per core in all.
+    #[test]
+    fn one_poller_per_core_at_most_never_the_command_s_worker() {
+        let who = |me, threads, cores| (0..threads).filter(|&i| polls(i, me, threads, cores)).collect::<Vec<_>>();
+        assert_eq!(who(0, 2, 2), [1]);
+        assert_eq!(who(1, 2, 2), [0]);
+        assert_eq!(who(0, 8, 2), [1]);
+        assert_eq!(who(3, 8, 4), [0, 1, 2]);
+        assert_eq!(who(0, 4, 16), [1, 2, 3]);
+        assert_eq!(who(0, 1, 2), Vec::<usize>::new());
+        assert_eq!(who(0, 2, 1), Vec::<usize>::new());
+    }
+
     #[test]
     fn a_command_runs_with_polling_workers_and_they_stop() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
