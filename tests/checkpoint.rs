@@ -27,15 +27,21 @@ fn r_bits(p: &Path) -> Vec<Vec<u64>> {
 const SPLIT_SI: [&str; 9] =
     ["run", "--scenario", "split-mnist", "--method", "si", "--samples-per-task", "2000", "--quiet", "--data-dir"];
 
+/// The uninterrupted [`SPLIT_SI`] run the killed runs are compared with: its JSON, in `dir`.
+fn uninterrupted_run(dir: &std::path::Path, data: &std::path::Path) -> std::path::PathBuf {
+    let full = dir.join("full.json");
+    let o = engram().args(SPLIT_SI).arg(data).arg("--out").arg(&full).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+    full
+}
+
 /// The acceptance test: SIGKILL in the middle of a task, `engram resume`, and the accuracy
 /// matrix is identical to an uninterrupted run's, bit for bit.
 #[test]
 fn sigkill_in_the_middle_of_a_task_then_resume_is_bit_identical() {
     let Some(data) = mnist_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let full = dir.path().join("full.json");
-    let o = engram().args(SPLIT_SI).arg(&data).arg("--out").arg(&full).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o).1);
+    let full = uninterrupted_run(dir.path(), &data);
 
     let ck = dir.path().join("ckpt");
     let resumed = dir.path().join("resumed.json");
@@ -114,9 +120,7 @@ fn write_under_way(ck: &Path, pid: u32) -> bool {
 fn sigkill_during_a_checkpoint_write_then_resume_is_bit_identical() {
     let Some(data) = mnist_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let full = dir.path().join("full.json");
-    let o = engram().args(SPLIT_SI).arg(&data).arg("--out").arg(&full).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o).1);
+    let full = uninterrupted_run(dir.path(), &data);
 
     let ck = dir.path().join("ckpt");
     let resumed = dir.path().join("resumed.json");
