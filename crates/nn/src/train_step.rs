@@ -106,10 +106,9 @@ impl<B: Backend> StepBuffers<B> {
         for (l, layer) in layers.iter().enumerate() {
             let (done, rest) = self.outputs.split_at_mut(l);
             let h = if l == 0 { x } else { done[l - 1].view().rows(0, n) };
-            let mut out = rest[0].view_mut().rows(0, n);
+            let out = rest[0].view_mut().rows(0, n);
             let w = View::new(theta, layer.weight.start, layer.fan_in, layer.fan_out);
-            be.matmul(h, false, w, false, out.reborrow(), false)?;
-            be.add_bias(out, View::new(theta, layer.bias.start, 1, layer.fan_out), l < last)?;
+            be.matmul_bias(h, w, View::new(theta, layer.bias.start, 1, layer.fan_out), l < last, out)?;
         }
         Ok(())
     }

@@ -145,6 +145,21 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
         }
         Ok(())
     }
+    /// A dense layer: `out = x @ w`, then [`Backend::add_bias`] of `bias` (and the ReLU when
+    /// `relu`), element for element the same arithmetic as the two calls, which is what this
+    /// default does. The CPU adds the bias inside each parallel block of the product, while the
+    /// block is in cache, instead of in a second (serial) pass over `out`.
+    fn matmul_bias(
+        &self,
+        x: View<'_, Self>,
+        w: View<'_, Self>,
+        bias: View<'_, Self>,
+        relu: bool,
+        mut out: ViewMut<'_, Self>,
+    ) -> Result<()> {
+        self.matmul(x, false, w, false, out.reborrow(), false)?;
+        self.add_bias(out, bias, relu)
+    }
     /// `out = x + row`, the `1 x cols` row broadcast over the rows of `x` (bias add).
     fn add_row(&self, x: View<'_, Self>, row: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()>;
     /// `y = y + bias` (the `1 x cols` bias broadcast over the rows of `y`), then `max(y, 0)`

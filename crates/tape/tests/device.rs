@@ -359,6 +359,37 @@ fn matmul_tn_blocks<B: Backend<T = f32>>(be: &B) {
     });
 }
 
+/// `matmul_bias`: bit for bit `matmul` then `add_bias` on the same device, into a window of
+/// rows of a larger buffer (the rows around it untouched), on random shapes and on products
+/// large enough for the CPU to split into blocks of rows and of columns (each block adds its
+/// part of the bias).
+fn matmul_bias<B: Backend<T = f32>>(be: &B) {
+    cases(24, 60, |r, c, s| {
+        let n = 1 + (s % 41) as usize;
+        let split = [(r, c, n), (300 + r, 64 + c, 40 + n), (17 + r, 200 + c, 300 + n)];
+        for (m, k, n) in split {
+            let (x, w, bias) = (values(m * k, s), values(k * n, s ^ 1), values(n, s ^ 2));
+            for relu in [false, true] {
+                let sentinel = vec![-7.25f32; n];
+                let fused = {
+                    let mut y = up(be, m + 2, n, &[sentinel.clone(), vec![0.5; m * n], sentinel.clone()].concat());
+                    let (xt, wt, bt) = (up(be, m, k, &x), up(be, k, n, &w), up(be, 1, n, &bias));
+                    be.matmul_bias(xt.view(), wt.view(), bt.view(), relu, y.view_mut().rows(1, m + 1)).unwrap();
+                    down(be, &y)
+                };
+                let mut two = zeros::<B, f32>(be, m, n);
+                let (xt, wt, bt) = (up(be, m, k, &x), up(be, k, n, &w), up(be, 1, n, &bias));
+                be.matmul(xt.view(), false, wt.view(), false, two.view_mut(), false).unwrap();
+                be.add_bias(two.view_mut(), bt.view(), relu).unwrap();
+                let want = [sentinel.clone(), down(be, &two), sentinel].concat();
+                let same = fused.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                prop_assert!(same, "{m}x{k} @ {k}x{n}, relu {relu}: differs from matmul then add_bias");
+            }
+        }
+        Ok(())
+    });
+}
+
 /// A mask over `c` classes, one row (`per_row` false) or `r`, with each row's label allowed.
 fn mask_and_labels(r: usize, c: usize, per_row: bool, seed: u64) -> (Vec<f32>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -521,6 +552,7 @@ test_device!(
     finite_and_nonzero,
     matmul,
     matmul_tn_blocks,
+    matmul_bias,
     log_softmax,
     masked_xent,
     gather_rows,

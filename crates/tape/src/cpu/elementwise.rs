@@ -88,13 +88,20 @@ pub(crate) fn add_bias<T: CpuFloat>(y: ViewMut<'_, Cpu<T>>, bias: View<'_, Cpu<T
     }
     let (ys, b) = (elems_mut(y), elems(&bias));
     for row in ys.chunks_exact_mut(cols) {
-        if relu {
-            for (v, &c) in row.iter_mut().zip(b) {
-                let s = *v + c;
-                *v = if s > T::zero() { s } else { T::zero() };
-            }
-        } else {
-            row.iter_mut().zip(b).for_each(|(v, &c)| *v += c);
+        add_bias_row(row, b, relu);
+    }
+}
+
+/// One row of [`add_bias`] (or the part of a row a product block wrote, with its part of the
+/// bias): `v = v + b`, then `max(v, 0)` when `relu`.
+#[inline]
+pub(crate) fn add_bias_row<T: CpuFloat>(row: &mut [T], bias: &[T], relu: bool) {
+    if relu {
+        for (v, &c) in row.iter_mut().zip(bias) {
+            let s = *v + c;
+            *v = if s > T::zero() { s } else { T::zero() };
         }
+    } else {
+        row.iter_mut().zip(bias).for_each(|(v, &c)| *v += c);
     }
 }

@@ -12,6 +12,7 @@
 //! Determinism: the partition depends only on the shape (never on the thread count), and
 //! every element of `C` is the same sum in the same order whichever block computes it.
 
+use super::elementwise::add_bias_row;
 use super::{elems, elems_mut, Cpu, CpuFloat};
 use crate::{View, ViewMut};
 use rayon::prelude::*;
@@ -71,18 +72,48 @@ pub fn matmul<T: CpuFloat>(
     c: &mut [T],
     accumulate: bool,
 ) {
+    matmul_then(a, (ar, ac), trans_a, b, (br, bc), trans_b, c, accumulate, None);
+}
+
+/// A bias added to the product (with the ReLU when `relu`), block by block.
+#[derive(Clone, Copy)]
+struct Bias<'a, T> {
+    values: &'a [T],
+    relu: bool,
+}
+
+/// [`matmul`], then, when `bias` is given, [`add_bias_row`] over the part of `c` each block
+/// wrote, inside the block's parallel task (while that part is in cache).
+#[allow(clippy::too_many_arguments)]
+fn matmul_then<T: CpuFloat>(
+    a: &[T],
+    (ar, ac): (usize, usize),
+    trans_a: bool,
+    b: &[T],
+    (br, bc): (usize, usize),
+    trans_b: bool,
+    c: &mut [T],
+    accumulate: bool,
+    bias: Option<Bias<'_, T>>,
+) {
     let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
     let (k2, n) = if trans_b { (bc, br) } else { (br, bc) };
     assert_eq!(k, k2, "matmul: inner dimensions differ ({m}x{k} @ {k2}x{n})");
     assert_eq!(a.len(), ar * ac, "matmul: A holds {} values, not {ar}x{ac}", a.len());
     assert_eq!(b.len(), br * bc, "matmul: B holds {} values, not {br}x{bc}", b.len());
     assert_eq!(c.len(), m * n, "matmul: C holds {} values, not {m}x{n}", c.len());
+    if let Some(bias) = bias {
+        assert_eq!(bias.values.len(), n, "matmul_bias: a bias of {} for {n} columns", bias.values.len());
+    }
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
             c.fill(T::zero());
+        }
+        if let Some(bias) = bias {
+            c.chunks_exact_mut(n).for_each(|row| add_bias_row(row, bias.values, bias.relu));
         }
         return;
     }
@@ -119,6 +150,16 @@ pub fn matmul<T: CpuFloat>(
                 1,
             )
         }
+        if let Some(bias) = bias {
+            // The block's part of C: whole rows, or columns start..start+len of every row.
+            let (first, count, cols, skip) = if along_rows { (start, len, n, 0) } else { (0, m, len, start) };
+            for r in first..first + count {
+                // SAFETY: row r's columns skip..skip+cols lie inside C and inside this block's
+                // part of it, which no other block touches.
+                let row = unsafe { std::slice::from_raw_parts_mut(c_at.ptr().add(r * n + skip), cols) };
+                add_bias_row(row, &bias.values[skip..skip + cols], bias.relu);
+            }
+        }
     };
     if blocks == 1 {
         run(0);
@@ -140,6 +181,23 @@ pub(crate) fn matmul_into<T: CpuFloat>(
     let n = if trans_b { b.rows } else { b.cols };
     assert_eq!(out.shape(), (m, n), "matmul: output is {:?}, the product {m}x{n}", out.shape());
     matmul(elems(&a), a.shape(), trans_a, elems(&b), b.shape(), trans_b, elems_mut(out), accumulate);
+}
+
+/// [`Backend::matmul_bias`](crate::Backend::matmul_bias) on the CPU: `out = x w`, the bias
+/// (and ReLU) added by each block of the product to the part it wrote: the same arithmetic as
+/// [`matmul`] then [`add_bias`](super::elementwise::add_bias), the bias pass parallel and in
+/// cache.
+pub(crate) fn matmul_bias_into<T: CpuFloat>(
+    x: View<'_, Cpu<T>>,
+    w: View<'_, Cpu<T>>,
+    bias: View<'_, Cpu<T>>,
+    relu: bool,
+    out: ViewMut<'_, Cpu<T>>,
+) {
+    assert_eq!(bias.rows, 1, "matmul_bias: the bias must be 1 x cols");
+    assert_eq!(out.shape(), (x.rows, w.cols), "matmul: output is {:?}, the product {}x{}", out.shape(), x.rows, w.cols);
+    let bias = Bias { values: elems(&bias), relu };
+    matmul_then(elems(&x), x.shape(), false, elems(&w), w.shape(), false, elems_mut(out), false, Some(bias));
 }
 
 /// [`Backend::matmul_tn_blocks`](crate::Backend::matmul_tn_blocks) on the CPU: the blocks' products

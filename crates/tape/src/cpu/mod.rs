@@ -208,6 +208,18 @@ impl<T: CpuFloat> Backend for Cpu<T> {
         Ok(())
     }
 
+    fn matmul_bias(
+        &self,
+        x: View<'_, Self>,
+        w: View<'_, Self>,
+        bias: View<'_, Self>,
+        relu: bool,
+        out: ViewMut<'_, Self>,
+    ) -> Result<()> {
+        matmul::matmul_bias_into(x, w, bias, relu, out);
+        Ok(())
+    }
+
     fn add_bias(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()> {
         elementwise::add_bias(y, bias, relu);
         Ok(())
