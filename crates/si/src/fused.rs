@@ -1,11 +1,10 @@
 //! The fused kernels: one pass over memory per step.
 //!
 //! Layout of the work: the slices are cut into chunks of [`CHUNK`] elements, processed in
-//! parallel by rayon; each chunk is walked in tiles of [`TILE`] elements. In a tile, the f64
-//! penalty reduction reads `Omega, theta, theta*` first (8 independent lanes of f32 partial
-//! sums over blocks of 32 elements, promoted to f64 accumulators, so the compiler vectorises
-//! it), then the update loop runs over the same tile, which is still in L1,
-//! so every array crosses the memory bus once. The update loop has no loop-carried dependency:
+//! parallel by rayon; each chunk is walked in tiles of [`TILE`] elements, and a tile in blocks
+//! of 32: a block's f64 penalty terms (8 independent lanes of f32 partial sums, promoted to f64
+//! accumulators, so the compiler vectorises them), then the same block's update, in one loop,
+//! so every array crosses the memory bus once and is read once from L1. The update loop has no loop-carried dependency:
 //! the compiler vectorises it (SSE2 on the default x86-64 target, AVX2 where the CPU has it,
 //! chosen at run time). Monomorphised variants
 //! (`ADAM`, `PEN`, `OMEGA`) keep branches out of the inner loop.
@@ -159,19 +158,61 @@ fn chunk_body<const ADAM: bool, const PEN: bool, const OMEGA: u8>(c: Chunk<'_>, 
         let i1 = (i0 + TILE).min(n);
         let theta = &mut c.theta[i0..i1];
         let g = &c.g[i0..i1];
-        let (big_omega, theta_star) =
-            if PEN { (&c.big_omega[i0..i1], &c.theta_star[i0..i1]) } else { (&[][..], &[][..]) };
-        if PEN {
-            pen += penalty_tile(big_omega, theta, theta_star);
-        }
         let omega: &mut [f32] = if OMEGA != NO_OMEGA { &mut c.omega[i0..i1] } else { &mut [] };
         let (m, v): (&mut [f32], &mut [f32]) =
             if ADAM { (&mut c.m[i0..i1], &mut c.v[i0..i1]) } else { (&mut [], &mut []) };
-        update_tile::<ADAM, PEN, OMEGA>(theta, g, big_omega, theta_star, omega, m, v, k);
+        if PEN {
+            let (big_omega, theta_star) = (&c.big_omega[i0..i1], &c.theta_star[i0..i1]);
+            pen += penalty_and_update_tile::<ADAM, OMEGA>(theta, g, big_omega, theta_star, omega, m, v, k);
+        } else {
+            update_tile::<ADAM, false, OMEGA>(theta, g, &[], &[], omega, m, v, k);
+        }
         i0 = i1;
     }
     pen
 }
+
+/// [`penalty_tile`] and [`update_tile`] over one tile in ONE loop: block by block of
+/// [`BLOCK`] elements, the block's penalty terms (at theta before the step) then its update.
+/// The penalty's arithmetic is [`penalty_tile`]'s, term for term and in the same order (the
+/// same bits). A separate penalty pass before the update (this kernel until issue 16) waited
+/// on `Omega, theta, theta*` coming from L3 with no update work to overlap them, and made the
+/// update read them again: on the split-mnist SI run, merged, the consolidation step takes
+/// 1.61-1.77 s against 1.91-2.10 s (`--profile`, 4 interleaved runs; fine-tuning's 1.16-1.23).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn penalty_and_update_tile<const ADAM: bool, const OMEGA: u8>(
+    theta: &mut [f32],
+    g: &[f32],
+    big_omega: &[f32],
+    theta_star: &[f32],
+    omega: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &Scalars,
+) -> f64 {
+    let n = theta.len();
+    let full = n - n % BLOCK;
+    let mut acc = [0.0f64; LANES];
+    let mut i0 = 0;
+    while i0 < n {
+        let i1 = if i0 < full { i0 + BLOCK } else { n };
+        let (bo, ts) = (&big_omega[i0..i1], &theta_star[i0..i1]);
+        if i0 < full {
+            add_block(&mut acc, penalty_block(bo, &theta[i0..i1], ts));
+        } else {
+            add_tail(&mut acc, bo, &theta[i0..i1], ts);
+        }
+        let omega: &mut [f32] = if OMEGA != NO_OMEGA { &mut omega[i0..i1] } else { &mut [] };
+        let (m, v): (&mut [f32], &mut [f32]) = if ADAM { (&mut m[i0..i1], &mut v[i0..i1]) } else { (&mut [], &mut []) };
+        update_tile::<ADAM, true, OMEGA>(&mut theta[i0..i1], &g[i0..i1], bo, ts, omega, m, v, k);
+        i0 = i1;
+    }
+    combine(&acc)
+}
+
+/// Elements per block of the penalty reduction: [`LANES`] partial sums of 4 terms each.
+const BLOCK: usize = 4 * LANES;
 
 /// `sum_i Omega_i (theta_i - theta*_i)^2` over one tile, accumulated in f64.
 ///
@@ -181,35 +222,57 @@ fn chunk_body<const ADAM: bool, const PEN: bool, const OMEGA: u8>(c: Chunk<'_>, 
 /// Measured 2.5x cheaper than forming every term in f64 (SSE2 has only 2 f64 lanes), and
 /// accurate to a few f32 roundings per term: for Omega >= 0 the relative error of the sum is
 /// below ~6 * 2^-24 (about 4e-7); the f64 accumulation keeps it from growing with `n`.
+#[inline(always)]
+fn penalty_tile(big_omega: &[f32], theta: &[f32], theta_star: &[f32]) -> f64 {
+    let n = theta.len();
+    let full = n - n % BLOCK;
+    let (big_omega, theta_star) = (&big_omega[..n], &theta_star[..n]);
+    let mut acc = [0.0f64; LANES];
+    for i0 in (0..full).step_by(BLOCK) {
+        let r = i0..i0 + BLOCK;
+        add_block(&mut acc, penalty_block(&big_omega[r.clone()], &theta[r.clone()], &theta_star[r]));
+    }
+    add_tail(&mut acc, &big_omega[full..], &theta[full..], &theta_star[full..]);
+    combine(&acc)
+}
+
+/// One block's `LANES` partial sums: lane `j` sums the terms `j, j + LANES, ...` of the block.
 // Lane-indexed loops on purpose: the layout the SLP vectoriser turns into packed f32 ops.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn penalty_tile(big_omega: &[f32], theta: &[f32], theta_star: &[f32]) -> f64 {
-    const BLOCK: usize = 4 * LANES;
-    let n = theta.len();
-    let (big_omega, theta_star) = (&big_omega[..n], &theta_star[..n]);
-    let mut acc = [0.0f64; LANES];
-    let bo = big_omega.chunks_exact(BLOCK);
-    let th = theta.chunks_exact(BLOCK);
-    let ts = theta_star.chunks_exact(BLOCK);
-    let (bo_r, th_r, ts_r) = (bo.remainder(), th.remainder(), ts.remainder());
-    for ((o, t), s) in bo.zip(th).zip(ts) {
-        let mut part = [0.0f32; LANES];
-        for k in 0..BLOCK / LANES {
-            for j in 0..LANES {
-                let i = k * LANES + j;
-                let d = t[i] - s[i];
-                part[j] += o[i] * d * d;
-            }
-        }
-        for (a, p) in acc.iter_mut().zip(part) {
-            *a += p as f64;
+fn penalty_block(o: &[f32], t: &[f32], s: &[f32]) -> [f32; LANES] {
+    let (o, t, s) = (&o[..BLOCK], &t[..BLOCK], &s[..BLOCK]);
+    let mut part = [0.0f32; LANES];
+    for k in 0..BLOCK / LANES {
+        for j in 0..LANES {
+            let i = k * LANES + j;
+            let d = t[i] - s[i];
+            part[j] += o[i] * d * d;
         }
     }
-    for ((o, t), s) in bo_r.iter().zip(th_r).zip(ts_r) {
+    part
+}
+
+/// A block's partial sums, promoted to the f64 accumulators.
+#[inline(always)]
+fn add_block(acc: &mut [f64; LANES], part: [f32; LANES]) {
+    for (a, p) in acc.iter_mut().zip(part) {
+        *a += p as f64;
+    }
+}
+
+/// The terms after a tile's last whole block, one by one into the first accumulator.
+#[inline(always)]
+fn add_tail(acc: &mut [f64; LANES], o: &[f32], t: &[f32], s: &[f32]) {
+    for ((o, t), s) in o.iter().zip(t).zip(s) {
         let d = t - s;
         acc[0] += (o * d * d) as f64;
     }
+}
+
+/// The accumulators, combined in a fixed order.
+#[inline(always)]
+fn combine(acc: &[f64; LANES]) -> f64 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
