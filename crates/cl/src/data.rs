@@ -125,17 +125,14 @@ impl<B: Backend<T = f32>> TaskData<B> {
             for view in [&task.train, &task.test] {
                 let source = match view.transform {
                     Transform::Rotate(_) => {
-                        // Rotated and uploaded a few thousand images at a time: the host's
-                        // staging stays small (a 10,000-image test set would double the memory).
+                        // Rotated a few thousand images at a time, straight into the images
+                        // on the CPU (in parallel, no staging copy), through a small staging
+                        // buffer elsewhere (a 10,000-image test set would double the memory).
                         let offset = at;
-                        let mut x = Vec::with_capacity(ROTATE_CHUNK.min(view.len()) * dim);
-                        let mut y = Vec::with_capacity(ROTATE_CHUNK);
                         for start in (0..view.len()).step_by(ROTATE_CHUNK) {
                             let end = (start + ROTATE_CHUNK).min(view.len());
-                            x.clear();
-                            y.clear();
-                            view.fill(start..end, &mut x, &mut y);
-                            be.upload_into(&x, ViewMut::new(&mut images.buf, at * dim, end - start, dim))?;
+                            let dst = ViewMut::new(&mut images.buf, at * dim, end - start, dim);
+                            be.upload_with(dst, &mut |x| view.fill_images(start..end, x))?;
                             at += end - start;
                         }
                         Source::Own { offset }

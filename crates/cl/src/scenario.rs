@@ -137,23 +137,43 @@ impl View {
     /// Rotations run in parallel over the images (each image's arithmetic is its own: the same
     /// values whatever the number of threads).
     pub fn fill(&self, positions: impl IntoIterator<Item = usize>, x: &mut Vec<f32>, y: &mut Vec<u32>) {
-        let dim = self.split.dim;
         let samples: Vec<usize> = positions.into_iter().map(|pos| self.sample(pos)).collect();
+        let start = x.len();
+        x.resize(start + samples.len() * self.split.dim, 0.0);
+        self.images_into(&samples, &mut x[start..]);
+        y.extend(samples.iter().map(|&i| self.labels.apply(self.split.labels[i])));
+    }
+
+    /// Writes the transformed images of the samples at `positions` into `x`, one after the
+    /// other (`x` holds exactly their pixels), as [`View::fill`] does.
+    ///
+    /// # Panics
+    /// When `x` does not hold `positions.len()` images.
+    pub fn fill_images(&self, positions: std::ops::Range<usize>, x: &mut [f32]) {
+        let samples: Vec<usize> = positions.map(|pos| self.sample(pos)).collect();
+        self.images_into(&samples, x);
+    }
+
+    /// The transformed images of the split's samples `samples`, into `x`.
+    fn images_into(&self, samples: &[usize], x: &mut [f32]) {
+        let dim = self.split.dim;
+        assert_eq!(x.len(), samples.len() * dim, "{} images of {dim} pixels into {} values", samples.len(), x.len());
+        if dim == 0 {
+            return;
+        }
         let image = |i: usize| &self.split.images[i * dim..(i + 1) * dim];
+        let pairs = x.chunks_exact_mut(dim).zip(samples);
         match &self.transform {
-            Transform::Identity => samples.iter().for_each(|&i| x.extend_from_slice(image(i))),
-            Transform::Permute(p) => samples.iter().for_each(|&i| x.extend(p.iter().map(|&j| image(i)[j as usize]))),
+            Transform::Identity => pairs.for_each(|(dst, &i)| dst.copy_from_slice(image(i))),
+            Transform::Permute(p) => {
+                pairs.for_each(|(dst, &i)| dst.iter_mut().zip(p.iter()).for_each(|(d, &j)| *d = image(i)[j as usize]))
+            }
             Transform::Rotate(a) => {
                 // The rotation's taps are computed once per call, not once per image.
                 let rotator = engram_mnist::Rotator::new(SIDE, SIDE, *a);
-                let start = x.len();
-                x.resize(start + samples.len() * dim, 0.0);
-                if dim > 0 {
-                    x[start..].par_chunks_mut(dim).zip(&samples).for_each(|(dst, &i)| rotator.apply(image(i), dst));
-                }
+                x.par_chunks_mut(dim).zip(samples).for_each(|(dst, &i)| rotator.apply(image(i), dst));
             }
         }
-        y.extend(samples.iter().map(|&i| self.labels.apply(self.split.labels[i])));
     }
 }
 

@@ -102,6 +102,15 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     fn upload<E: Element>(&self, host: &[E]) -> Result<Self::Buffer<E>>;
     /// Copies `host` into `dst` (host -> backend); `dst` holds exactly `host.len()` elements.
     fn upload_into<E: Element>(&self, host: &[E], dst: ViewMut<'_, Self, E>) -> Result<()>;
+    /// Fills `dst` from the host: `fill` receives a host slice of `dst`'s length and writes
+    /// every element. By default a staging buffer, then [`Backend::upload_into`]; the CPU hands
+    /// `fill` the destination itself (no staging copy, and the pages of a large destination are
+    /// first touched by whoever fills them, on every core when `fill` is parallel).
+    fn upload_with<E: Element>(&self, dst: ViewMut<'_, Self, E>, fill: &mut dyn FnMut(&mut [E])) -> Result<()> {
+        let mut host = vec![E::default(); dst.len()];
+        fill(&mut host);
+        self.upload_into(&host, dst)
+    }
     /// The elements of `src` on the host (backend -> host), row-major.
     fn download<E: Element>(&self, src: View<'_, Self, E>) -> Result<Vec<E>>;
     /// Copies `src` into `dst` on the backend (equal numbers of elements).

@@ -161,6 +161,25 @@ fn add_bias<B: Backend<T = f32>>(be: &B) {
     });
 }
 
+/// `upload_with`: the closure gets a host slice of the window's length, and what it writes
+/// lands in the window of a larger buffer (the rows around it untouched).
+fn upload_with<B: Backend<T = f32>>(be: &B) {
+    cases(24, 50, |r, c, s| {
+        let x = values(r * c, s);
+        let mut y = up(be, r + 2, c, &vec![9.0f32; (r + 2) * c]);
+        let mut seen = 0;
+        be.upload_with(y.view_mut().rows(1, r + 1), &mut |dst: &mut [f32]| {
+            seen = dst.len();
+            dst.copy_from_slice(&x);
+        })
+        .unwrap();
+        prop_assert_eq!(seen, r * c);
+        let want = [vec![9.0f32; c], x.clone(), vec![9.0f32; c]].concat();
+        prop_assert_eq!(down(be, &y), want);
+        Ok(())
+    });
+}
+
 /// `fill`, `copy` and `broadcast_scalar` into windows of a larger buffer (the rest untouched),
 /// and the upload / download round trip.
 fn fill_copy_broadcast<B: Backend<T = f32>>(be: &B) {
@@ -546,6 +565,7 @@ test_device!(
     add_row,
     add_bias,
     fill_copy_broadcast,
+    upload_with,
     sum_rows,
     sum_all,
     f64_reductions,

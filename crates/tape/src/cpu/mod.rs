@@ -157,6 +157,11 @@ impl<T: CpuFloat> Backend for Cpu<T> {
         Ok(v)
     }
 
+    fn upload_with<E: Element>(&self, dst: ViewMut<'_, Self, E>, fill: &mut dyn FnMut(&mut [E])) -> Result<()> {
+        fill(elems_mut(dst));
+        Ok(())
+    }
+
     fn upload_into<E: Element>(&self, host: &[E], dst: ViewMut<'_, Self, E>) -> Result<()> {
         crate::backend::same_len("upload_into", host.len(), dst.len());
         elems_mut(dst).copy_from_slice(host);
