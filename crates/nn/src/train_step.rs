@@ -234,11 +234,10 @@ impl<B: Backend> StepBuffers<B> {
         for (l, layer) in layers.iter().enumerate().rev() {
             let dz = View::new(&self.delta.buf, 0, n, layer.fan_out);
             let h = if l == 0 { x } else { self.outputs[l - 1].view().rows(0, n) };
-            for (i, b) in blocks.iter().enumerate() {
-                let g = grads.reborrow();
-                let at = g.offset + i * p + layer.bias.start;
-                be.sum_rows(dz.rows(b.rows.start, b.rows.end), ViewMut::new(&mut *g.buf, at, 1, layer.fan_out), false)?;
-            }
+            // Every block's bias gradient `1' dz_b`, the windows `p` apart.
+            let g = grads.reborrow();
+            let span = (blocks.len() - 1) * p + layer.fan_out;
+            be.sum_rows_blocks(dz, ranges, ViewMut::new(&mut *g.buf, g.offset + layer.bias.start, 1, span), p)?;
             // Every block's weight gradient `h_b' dz_b`, the windows `p` apart.
             let g = grads.reborrow();
             let span = (blocks.len() - 1) * p + layer.fan_in * layer.fan_out;

@@ -177,6 +177,23 @@ pub trait Backend: Clone + Send + Sync + Debug + 'static {
     fn add_bias(&self, y: ViewMut<'_, Self>, bias: View<'_, Self>, relu: bool) -> Result<()>;
     /// `out (+)= column sums of x`: `rows x cols -> 1 x cols` (the bias gradient), rows in order.
     fn sum_rows(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, accumulate: bool) -> Result<()>;
+    /// Per block `t` of rows, the column sums of `x[rows_t]` ([`Backend::sum_rows`]'s, bit for
+    /// bit) written `t * stride` elements after `out`'s start: the bias gradients of several
+    /// batches that went through one forward (GEM's memory gradients). The default runs the
+    /// blocks in turn; the CPU runs them side by side. `out` spans every block's window.
+    fn sum_rows_blocks(
+        &self,
+        x: View<'_, Self>,
+        blocks: &[std::ops::Range<usize>],
+        out: ViewMut<'_, Self>,
+        stride: usize,
+    ) -> Result<()> {
+        for (t, r) in blocks.iter().enumerate() {
+            let o = ViewMut::new(&mut *out.buf, out.offset + t * stride, 1, x.cols);
+            self.sum_rows(x.rows(r.start, r.end), o, false)?;
+        }
+        Ok(())
+    }
 
     // ---- element-wise -----------------------------------------------------------------------
 

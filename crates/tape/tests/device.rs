@@ -378,6 +378,41 @@ fn matmul_tn_blocks<B: Backend<T = f32>>(be: &B) {
     });
 }
 
+/// `sum_rows_blocks`: `r` rows cut into blocks at random (some empty), windows `stride >= c`
+/// apart: each window holds bit for bit what `sum_rows` gives on the block's rows alone on the
+/// same device, and the gaps between windows are left as they were; large enough, sometimes,
+/// for the CPU to run the blocks side by side.
+fn sum_rows_blocks<B: Backend<T = f32>>(be: &B) {
+    cases(32, 90, |r, c, s| {
+        let r = r * (1 + (s % 5) as usize);
+        let mut rng = ChaCha8Rng::seed_from_u64(s);
+        let mut cuts: Vec<usize> = (0..rng.random_range(0..6)).map(|_| rng.random_range(0..=r)).collect();
+        cuts.extend([0, r]);
+        cuts.sort_unstable();
+        let blocks: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
+        let stride = c + rng.random_range(0..3);
+        let span = (blocks.len() - 1) * stride + c;
+        let x = up(be, r, c, &values(r * c, s));
+        let sentinel = -7.25f32;
+        let mut out = up(be, 1, span, &vec![sentinel; span]);
+        be.sum_rows_blocks(x.view(), &blocks, out.view_mut(), stride).unwrap();
+        let got = down(be, &out);
+        for (t, rows) in blocks.iter().enumerate() {
+            let mut one = zeros::<B, f32>(be, 1, c);
+            be.sum_rows(x.view().rows(rows.start, rows.end), one.view_mut(), false).unwrap();
+            let want = down(be, &one);
+            let window = &got[t * stride..t * stride + c];
+            let same = window.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(same, "block {t} (rows {rows:?} of {r}, {c} columns): differs from sum_rows on its rows");
+            if t + 1 < blocks.len() {
+                let gap = &got[t * stride + c..(t + 1) * stride];
+                prop_assert!(gap.iter().all(|&v| v == sentinel), "block {t}: the gap after its window was written");
+            }
+        }
+        Ok(())
+    });
+}
+
 /// `matmul_bias`: bit for bit `matmul` then `add_bias` on the same device, into a window of
 /// rows of a larger buffer (the rows around it untouched), on random shapes and on products
 /// large enough for the CPU to split into blocks of rows and of columns (each block adds its
@@ -573,6 +608,7 @@ test_device!(
     matmul,
     matmul_tn_blocks,
     matmul_bias,
+    sum_rows_blocks,
     log_softmax,
     masked_xent,
     gather_rows,

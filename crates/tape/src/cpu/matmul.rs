@@ -45,7 +45,7 @@ fn partition(m: usize, n: usize, k: usize) -> (usize, bool, usize) {
 
 /// A pointer that may cross to rayon's threads: each block writes a disjoint part of `C`.
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
+pub(super) struct SharedMut<T>(pub(super) *mut T);
 // SAFETY: the blocks of one product write disjoint elements of C, and the product returns only
 // after every block has finished.
 unsafe impl<T> Send for SharedMut<T> {}
@@ -53,7 +53,7 @@ unsafe impl<T> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
     /// The pointer; a method, so that a closure captures the whole (Sync) wrapper, not its field.
-    fn ptr(&self) -> *mut T {
+    pub(super) fn ptr(&self) -> *mut T {
         self.0
     }
 }

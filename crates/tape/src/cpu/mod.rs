@@ -235,6 +235,17 @@ impl<T: CpuFloat> Backend for Cpu<T> {
         Ok(())
     }
 
+    fn sum_rows_blocks(
+        &self,
+        x: View<'_, Self>,
+        blocks: &[std::ops::Range<usize>],
+        out: ViewMut<'_, Self>,
+        stride: usize,
+    ) -> Result<()> {
+        reduce::sum_rows_blocks(x, blocks, out, stride);
+        Ok(())
+    }
+
     fn add(&self, a: View<'_, Self>, b: View<'_, Self>, out: ViewMut<'_, Self>) -> Result<()> {
         elementwise::zip_map("add", a, b, out, |x, y| x + y);
         Ok(())

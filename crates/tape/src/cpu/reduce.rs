@@ -18,18 +18,57 @@ pub(crate) fn sum_rows<T: CpuFloat>(x: View<'_, Cpu<T>>, out: ViewMut<'_, Cpu<T>
     if cols == 0 {
         return;
     }
-    let column_sums = |into: &mut [T]| {
-        into.fill(T::zero());
-        for r in elems(&x).chunks_exact(cols) {
-            into.iter_mut().zip(r).for_each(|(o, &v)| *o += v);
-        }
-    };
+    let x = elems(&x);
     if accumulate {
         let mut fresh = vec![T::zero(); cols];
-        column_sums(&mut fresh);
+        column_sums(x, &mut fresh);
         o.iter_mut().zip(&fresh).for_each(|(o, &v)| *o += v);
     } else {
-        column_sums(o);
+        column_sums(x, o);
+    }
+}
+
+/// `into = column sums of the rows of `x`` (`into.len()` columns), rows added in order from 0.
+fn column_sums<T: CpuFloat>(x: &[T], into: &mut [T]) {
+    into.fill(T::zero());
+    for r in x.chunks_exact(into.len()) {
+        into.iter_mut().zip(r).for_each(|(o, &v)| *o += v);
+    }
+}
+
+/// [`Backend::sum_rows_blocks`](crate::Backend::sum_rows_blocks) on the CPU: each block's
+/// column sums as [`sum_rows`] forms them, the blocks side by side on rayon's threads.
+pub(crate) fn sum_rows_blocks<T: CpuFloat>(
+    x: View<'_, Cpu<T>>,
+    blocks: &[std::ops::Range<usize>],
+    out: ViewMut<'_, Cpu<T>>,
+    stride: usize,
+) {
+    let cols = x.cols;
+    assert!(stride >= cols || blocks.len() <= 1, "sum_rows_blocks: stride {stride} below a block's {cols} columns");
+    if let Some(last) = blocks.len().checked_sub(1) {
+        let need = last * stride + cols;
+        assert!(need <= out.len(), "sum_rows_blocks: output holds {}, the blocks need {need}", out.len());
+    }
+    for r in blocks {
+        assert!(r.start <= r.end && r.end <= x.rows, "sum_rows_blocks: rows {r:?} outside 0..{}", x.rows);
+    }
+    if cols == 0 {
+        return;
+    }
+    let o = elems_mut(out);
+    let at = super::matmul::SharedMut(o.as_mut_ptr());
+    let xs = elems(&x);
+    let one = |(t, r): (usize, &std::ops::Range<usize>)| {
+        // SAFETY: block t writes o[t*stride .. t*stride + cols], inside `o` (asserted) and
+        // disjoint from every other block's window (stride >= cols); nothing else borrows `o`.
+        let into = unsafe { std::slice::from_raw_parts_mut(at.ptr().add(t * stride), cols) };
+        column_sums(&xs[r.start * cols..r.end * cols], into);
+    };
+    if blocks.len() > 1 && xs.len() >= super::PAR_ELEMS {
+        blocks.par_iter().enumerate().for_each(one);
+    } else {
+        blocks.iter().enumerate().for_each(one);
     }
 }
 
