@@ -200,6 +200,26 @@ pub(crate) fn matmul_bias_into<T: CpuFloat>(
     matmul_then(elems(&x), x.shape(), false, elems(&w), w.shape(), false, elems_mut(out), false, Some(bias));
 }
 
+/// Checks the blocks of a `*_blocks` op: each a range of `0..rows`, their windows of `len`
+/// values `stride` apart (disjoint) inside an output of `out_len`.
+pub(super) fn check_blocks(
+    op: &str,
+    blocks: &[std::ops::Range<usize>],
+    rows: usize,
+    len: usize,
+    stride: usize,
+    out_len: usize,
+) {
+    assert!(stride >= len || blocks.len() <= 1, "{op}: stride {stride} below a block's {len} values");
+    if let Some(last) = blocks.len().checked_sub(1) {
+        let need = last * stride + len;
+        assert!(need <= out_len, "{op}: output holds {out_len}, the blocks need {need}");
+    }
+    for r in blocks {
+        assert!(r.start <= r.end && r.end <= rows, "{op}: rows {r:?} outside 0..{rows}");
+    }
+}
+
 /// [`Backend::matmul_tn_blocks`](crate::Backend::matmul_tn_blocks) on the CPU: the blocks' products
 /// side by side on rayon's threads, one parallel region for all of them (each product may
 /// itself split into blocks of `C`: the same per-element arithmetic as one [`matmul`] call on
@@ -214,14 +234,7 @@ pub(crate) fn matmul_tn_blocks<T: CpuFloat>(
     let (m, n) = (a.cols, b.cols);
     let len = m * n;
     assert_eq!(a.rows, b.rows, "matmul_tn_blocks: a has {} rows, b {}", a.rows, b.rows);
-    assert!(stride >= len || blocks.len() <= 1, "matmul_tn_blocks: stride {stride} below a block's {len} values");
-    if let Some(last) = blocks.len().checked_sub(1) {
-        let need = last * stride + len;
-        assert!(need <= out.len(), "matmul_tn_blocks: output holds {}, the blocks need {need}", out.len());
-    }
-    for r in blocks {
-        assert!(r.start <= r.end && r.end <= a.rows, "matmul_tn_blocks: rows {r:?} outside 0..{}", a.rows);
-    }
+    check_blocks("matmul_tn_blocks", blocks, a.rows, len, stride, out.len());
     let c = elems_mut(out);
     let c_at = SharedMut(c.as_mut_ptr());
     let (a, b) = (elems(&a), elems(&b));

@@ -45,14 +45,7 @@ pub(crate) fn sum_rows_blocks<T: CpuFloat>(
     stride: usize,
 ) {
     let cols = x.cols;
-    assert!(stride >= cols || blocks.len() <= 1, "sum_rows_blocks: stride {stride} below a block's {cols} columns");
-    if let Some(last) = blocks.len().checked_sub(1) {
-        let need = last * stride + cols;
-        assert!(need <= out.len(), "sum_rows_blocks: output holds {}, the blocks need {need}", out.len());
-    }
-    for r in blocks {
-        assert!(r.start <= r.end && r.end <= x.rows, "sum_rows_blocks: rows {r:?} outside 0..{}", x.rows);
-    }
+    super::matmul::check_blocks("sum_rows_blocks", blocks, x.rows, cols, stride, out.len());
     if cols == 0 {
         return;
     }
