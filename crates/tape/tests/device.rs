@@ -340,76 +340,79 @@ fn matmul<B: Backend<T = f32>>(be: &B) {
     });
 }
 
-/// `matmul_tn_blocks`: `r` rows cut into blocks at random (some empty), `a` of `c` columns, `b`
-/// of `n` drawn from the seed, windows `stride >= c n` apart: each block's window holds bit for
-/// bit what `matmul` gives on the block's rows alone on the same device, and the gaps between
-/// windows are left as they were.
+/// `r` rows cut into at most `cuts + 1` blocks at random (some empty), and a stride between
+/// windows of `len` values (`len` to `len + 2`).
+fn random_blocks(r: usize, cuts: usize, len: usize, rng: &mut ChaCha8Rng) -> (Vec<std::ops::Range<usize>>, usize) {
+    let mut at: Vec<usize> = (0..rng.random_range(0..=cuts)).map(|_| rng.random_range(0..=r)).collect();
+    at.extend([0, r]);
+    at.sort_unstable();
+    (at.windows(2).map(|w| w[0]..w[1]).collect(), len + rng.random_range(0..3))
+}
+
+/// Runs a `*_blocks` op (`run(blocks, out, stride)`) into windows of `len` values over a
+/// sentinel-filled output, and checks each window bit for bit against `one(rows)`, the op on
+/// the block's rows alone, and that the gaps between windows are left as they were.
+fn check_windows<B: Backend<T = f32>>(
+    be: &B,
+    (blocks, stride): (Vec<std::ops::Range<usize>>, usize),
+    len: usize,
+    run: impl Fn(&[std::ops::Range<usize>], &mut Tensor<B>, usize),
+    one: impl Fn(std::ops::Range<usize>) -> Vec<f32>,
+) -> Check {
+    let sentinel = -7.25f32;
+    let span = (blocks.len() - 1) * stride + len;
+    let mut out = up(be, 1, span, &vec![sentinel; span]);
+    run(&blocks, &mut out, stride);
+    let got = down(be, &out);
+    for (t, rows) in blocks.iter().enumerate() {
+        let want = one(rows.clone());
+        let window = &got[t * stride..t * stride + len];
+        let same = window.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+        prop_assert!(same, "block {t} (rows {rows:?}): differs from the op on its rows alone");
+        if t + 1 < blocks.len() {
+            let gap = &got[t * stride + len..(t + 1) * stride];
+            prop_assert!(gap.iter().all(|&v| v == sentinel), "block {t}: the gap after its window was written");
+        }
+    }
+    Ok(())
+}
+
+/// `matmul_tn_blocks`: `r` rows cut into blocks at random, `a` of `c` columns, `b` of `n`
+/// drawn from the seed: each block's window holds bit for bit what `matmul` gives on the
+/// block's rows alone on the same device, the gaps between windows untouched.
 fn matmul_tn_blocks<B: Backend<T = f32>>(be: &B) {
     cases(32, 90, |r, c, s| {
         let n = 1 + (s % 37) as usize;
-        let mut rng = ChaCha8Rng::seed_from_u64(s);
-        let mut cuts: Vec<usize> = (0..rng.random_range(0..5)).map(|_| rng.random_range(0..=r)).collect();
-        cuts.extend([0, r]);
-        cuts.sort_unstable();
-        let blocks: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
-        let stride = c * n + rng.random_range(0..3);
-        let span = (blocks.len() - 1) * stride + c * n;
-        let (a, b) = (values(r * c, s), values(r * n, s ^ 1));
-        let sentinel = -7.25f32;
-        let at = up(be, r, c, &a);
-        let bt = up(be, r, n, &b);
-        let mut out = up(be, 1, span, &vec![sentinel; span]);
-        be.matmul_tn_blocks(at.view(), bt.view(), &blocks, out.view_mut(), stride).unwrap();
-        let got = down(be, &out);
-        for (t, rows) in blocks.iter().enumerate() {
+        let blocks = random_blocks(r, 4, c * n, &mut ChaCha8Rng::seed_from_u64(s));
+        let (at, bt) = (up(be, r, c, &values(r * c, s)), up(be, r, n, &values(r * n, s ^ 1)));
+        let run = |b: &[std::ops::Range<usize>], out: &mut Tensor<B>, stride: usize| {
+            be.matmul_tn_blocks(at.view(), bt.view(), b, out.view_mut(), stride).unwrap()
+        };
+        check_windows(be, blocks, c * n, run, |rows| {
             let mut one = zeros::<B, f32>(be, c, n);
             let (ab, bb) = (at.view().rows(rows.start, rows.end), bt.view().rows(rows.start, rows.end));
             be.matmul(ab, true, bb, false, one.view_mut(), false).unwrap();
-            let want = down(be, &one);
-            let window = &got[t * stride..t * stride + c * n];
-            let same = window.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
-            prop_assert!(same, "block {t} (rows {rows:?} of {r}, {c}x{n}): differs from matmul on its rows");
-            if t + 1 < blocks.len() {
-                let gap = &got[t * stride + c * n..(t + 1) * stride];
-                prop_assert!(gap.iter().all(|&v| v == sentinel), "block {t}: the gap after its window was written");
-            }
-        }
-        Ok(())
+            down(be, &one)
+        })
     });
 }
 
-/// `sum_rows_blocks`: `r` rows cut into blocks at random (some empty), windows `stride >= c`
-/// apart: each window holds bit for bit what `sum_rows` gives on the block's rows alone on the
-/// same device, and the gaps between windows are left as they were; large enough, sometimes,
-/// for the CPU to run the blocks side by side.
+/// `sum_rows_blocks`: `r` rows (up to 450, enough for the CPU to run the blocks side by side)
+/// cut into blocks at random: each window holds bit for bit what `sum_rows` gives on the
+/// block's rows alone on the same device, the gaps between windows untouched.
 fn sum_rows_blocks<B: Backend<T = f32>>(be: &B) {
     cases(32, 90, |r, c, s| {
         let r = r * (1 + (s % 5) as usize);
-        let mut rng = ChaCha8Rng::seed_from_u64(s);
-        let mut cuts: Vec<usize> = (0..rng.random_range(0..6)).map(|_| rng.random_range(0..=r)).collect();
-        cuts.extend([0, r]);
-        cuts.sort_unstable();
-        let blocks: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
-        let stride = c + rng.random_range(0..3);
-        let span = (blocks.len() - 1) * stride + c;
+        let blocks = random_blocks(r, 5, c, &mut ChaCha8Rng::seed_from_u64(s));
         let x = up(be, r, c, &values(r * c, s));
-        let sentinel = -7.25f32;
-        let mut out = up(be, 1, span, &vec![sentinel; span]);
-        be.sum_rows_blocks(x.view(), &blocks, out.view_mut(), stride).unwrap();
-        let got = down(be, &out);
-        for (t, rows) in blocks.iter().enumerate() {
+        let run = |b: &[std::ops::Range<usize>], out: &mut Tensor<B>, stride: usize| {
+            be.sum_rows_blocks(x.view(), b, out.view_mut(), stride).unwrap()
+        };
+        check_windows(be, blocks, c, run, |rows| {
             let mut one = zeros::<B, f32>(be, 1, c);
             be.sum_rows(x.view().rows(rows.start, rows.end), one.view_mut(), false).unwrap();
-            let want = down(be, &one);
-            let window = &got[t * stride..t * stride + c];
-            let same = window.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-            prop_assert!(same, "block {t} (rows {rows:?} of {r}, {c} columns): differs from sum_rows on its rows");
-            if t + 1 < blocks.len() {
-                let gap = &got[t * stride + c..(t + 1) * stride];
-                prop_assert!(gap.iter().all(|&v| v == sentinel), "block {t}: the gap after its window was written");
-            }
-        }
-        Ok(())
+            down(be, &one)
+        })
     });
 }
 
