@@ -13,7 +13,8 @@
 //! - `step_vs_floor` (printed, not a criterion group): the full step at batch 64 and 256 against
 //!   its floor, the matrix products back to back plus the fused step alone, measured
 //!   interleaved in the same run, and their ratio; and the ratio against the fused step timed
-//!   after an 8 MB sweep has evicted its state from L2, as a run's forward and backward do.
+//!   after an 8 MB sweep has evicted its state from L2, as a run's forward and backward do;
+//!   then the step's forward, backward and update timed inside full steps against each alone.
 //!
 //! FLOP count of one step (multiply and add counted separately; element-wise ops, the softmax,
 //! bias sums and the optimizer are ignored), for a batch of `B` rows and layers `in_l x out_l`:
@@ -48,7 +49,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
-use engram_nn::{Backend, Batch, Cpu, Init, Mlp, StepBuffers, Tensor, ViewMut};
+use engram_nn::{Backend, Batch, Cpu, Init, Mlp, StepBuffers, StepTimes, Tensor, ViewMut};
 use engram_si::{Optimizer, OptimizerState};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -147,14 +148,24 @@ impl Trainer {
     /// Forward and backward on the next batch (copied into the step's input buffer, as the
     /// training loop's gather does) with fresh labels: the loss, with `dL/dtheta` in `self.grad`.
     fn loss_grad(&mut self) -> f32 {
+        self.timed_loss_grad().0
+    }
+
+    /// [`Trainer::loss_grad`], with the time of its forward (the batch's copy included) and
+    /// of its backward.
+    fn timed_loss_grad(&mut self) -> (f32, StepTimes) {
         let be = self.be;
+        let t = Instant::now();
         be.copy(self.pool[self.next % POOL].view(), self.x.view_mut()).unwrap();
         self.next += 1;
         be.upload_into(self.labels.next(), self.y.view_mut()).unwrap();
+        let copy = t.elapsed();
         let batch = Batch { x: self.x.view(), labels: self.y.view(), mask: None };
         let grad = ViewMut::row_of(&be, &mut self.grad);
-        self.buffers.loss_and_grad(&be, &self.model, &self.theta, batch, grad, self.loss.view_mut()).unwrap();
-        self.loss.buf[0]
+        let mut times =
+            self.buffers.loss_and_grad(&be, &self.model, &self.theta, batch, grad, self.loss.view_mut()).unwrap();
+        times.forward += copy;
+        (self.loss.buf[0], times)
     }
 
     /// The Adam update on the current gradient.
@@ -167,6 +178,26 @@ impl Trainer {
         let loss = self.loss_grad();
         self.update();
         loss
+    }
+
+    /// `iters` full steps (restarting as [`Trainer::timed_steps`] does), timed part by part:
+    /// the forward, the backward and the update, each summed over the steps.
+    fn timed_step_parts(&mut self, iters: u64) -> Parts {
+        let mut parts = Parts::default();
+        let mut left = iters;
+        while left > 0 {
+            self.restart();
+            let k = left.min(RESTART);
+            for _ in 0..k {
+                let (loss, times) = self.timed_loss_grad();
+                black_box(loss);
+                let t = Instant::now();
+                self.update();
+                parts.add(times, t.elapsed());
+            }
+            left -= k;
+        }
+        parts
     }
 
     /// Back to the initial parameters and a fresh optimizer.
@@ -190,6 +221,22 @@ impl Trainer {
             left -= k;
         }
         total
+    }
+}
+
+/// A step's time part by part, summed over steps.
+#[derive(Clone, Copy, Default)]
+struct Parts {
+    forward: Duration,
+    backward: Duration,
+    update: Duration,
+}
+
+impl Parts {
+    fn add(&mut self, times: StepTimes, update: Duration) {
+        self.forward += times.forward;
+        self.backward += times.backward;
+        self.update += update;
     }
 }
 
@@ -336,6 +383,10 @@ fn median(xs: &mut [f64]) -> f64 {
 /// the two cores' L2 caches (2 MB each here), which a run's step never does: the forward and
 /// backward in between evict it. So the table also times the fused step after a sweep over
 /// [`SWEEP_BYTES`] (untimed) and gives the ratio against that floor.
+///
+/// A second table times the step's forward (the batch's copy included), backward and update
+/// inside full steps, next to the same parts alone: where the step's time beyond its floor
+/// goes.
 fn bench_step_vs_floor(_c: &mut Criterion) {
     // Already on a worker of the pool with the other workers polling (`main`), as `engram`
     // runs its commands: the kernels' parallel blocks are joined, not handed across from an
@@ -356,6 +407,7 @@ fn step_vs_floor() {
         "batch", "step ms", "fwd+bwd alone ms", "matmuls ms", "fused ms", "fused swept ms", "ratio", "ratio (swept)"
     );
     let mut sweep = vec![0u8; SWEEP_BYTES];
+    let mut split_rows = Vec::new();
     for batch in BATCHES {
         let mut tr = Trainer::new(&SMALL, batch);
         let mut mm = StepMatmuls::new(&SMALL, batch);
@@ -363,12 +415,19 @@ fn step_vs_floor() {
         upd.loss_grad();
         let (mut step, mut grad, mut prod, mut fused, mut swept) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Forward, backward, update: in the step, then the first two alone.
+        let mut split: [Vec<f64>; 5] = Default::default();
         for round in 0..=ROUNDS {
             let per_call = |d: Duration| d.as_secs_f64() * 1e3 / BLOCK as f64;
             let s = per_call(tr.timed_steps(BLOCK));
+            let in_step = tr.timed_step_parts(BLOCK);
+            let (mut fwd, mut bwd) = (Duration::ZERO, Duration::ZERO);
             let t = Instant::now();
             for _ in 0..BLOCK {
-                black_box(upd.loss_grad());
+                let (loss, times) = upd.timed_loss_grad();
+                black_box(loss);
+                fwd += times.forward;
+                bwd += times.backward;
             }
             let g = per_call(t.elapsed());
             let t = Instant::now();
@@ -398,6 +457,10 @@ fn step_vs_floor() {
                 prod.push(p);
                 fused.push(f);
                 swept.push(w);
+                let parts = [in_step.forward, fwd, in_step.backward, bwd, in_step.update];
+                for (v, d) in split.iter_mut().zip(parts) {
+                    v.push(per_call(d));
+                }
             }
         }
         let (s, g, p) = (median(&mut step), median(&mut grad), median(&mut prod));
@@ -407,6 +470,17 @@ fn step_vs_floor() {
             s / (p + f),
             s / (p + w)
         );
+        split_rows.push((batch, split.map(|mut v| median(&mut v)), f));
+    }
+    // Where the step's time beyond its parts alone goes: each part timed inside full steps
+    // against the same part alone, back to back (the update alone is "fused ms" above).
+    println!("\nthe step's parts, in full steps and alone (ms per call, medians as above):");
+    println!(
+        "{:>6} {:>13} {:>10} {:>13} {:>10} {:>16} {:>13}",
+        "batch", "fwd in step", "fwd alone", "bwd in step", "bwd alone", "update in step", "update alone"
+    );
+    for (batch, [fs, fa, bs, ba, us], ua) in split_rows {
+        println!("{batch:>6} {fs:>13.3} {fa:>10.3} {bs:>13.3} {ba:>10.3} {us:>16.3} {ua:>13.3}");
     }
 }
 
